@@ -1,0 +1,46 @@
+# Mercato: `make run` starts the embedded platform, `make test` runs lint and every test.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install run demo test test-fast lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+run: install
+	$(BIN)/mercato run
+
+demo: install
+	$(BIN)/mercato run --demo
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: install
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+# Tests that restart a shared service (RabbitMQ, Redis) run alone, after the parallel run.
+test: lint
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -p no:cacheprovider -m "not disruptive"
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m disruptive
+
+test-fast: install
+	$(BIN)/python -m pytest tests/unit -q
+
+bench: install
+	$(BIN)/python bench/events.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

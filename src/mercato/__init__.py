@@ -1,0 +1,3 @@
+"""Mercato: an event-driven commerce backend."""
+
+__version__ = "0.1.0"

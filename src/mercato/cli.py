@@ -1,0 +1,239 @@
+"""The `mercato` command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mercato import __version__
+from mercato.platform.events.admin import Redeliver
+from mercato.platform.events.envelope import Envelope
+from mercato.platform.logging import configure_logging
+from mercato.platform.runtime import Platform
+from mercato.platform.settings import Settings, get_settings
+
+app = typer.Typer(help="Mercato: event-driven commerce backend.", no_args_is_help=True)
+events_app = typer.Typer(help="Inspect and operate the event backbone.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+console = Console()
+
+
+def _settings(data_dir: Path | None = None) -> Settings:
+    if data_dir is not None:
+        os.environ["MERCATO_DATA_DIR"] = str(data_dir)
+        get_settings.cache_clear()
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    return settings
+
+
+def _serve(app_obj: object, host: str, port: int) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(
+        app_obj,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print(f"mercato {__version__}")
+
+
+@app.command()
+def run(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    data_dir: Annotated[Path | None, typer.Option(help="Where the SQLite files live.")] = None,
+    demo: Annotated[bool, typer.Option(help="Also run the partner sandbox, seeded.")] = False,
+) -> None:
+    """Run every service in one process (embedded mode); migrations are applied on start."""
+    from mercato.app import build_platform
+
+    if demo:
+        _enable_demo()
+    settings = _settings(data_dir)
+    platform = build_platform(settings)
+    base = f"http://{host}:{port}"
+    console.print(f"[bold]Mercato {__version__}[/bold] embedded — data in {settings.data_dir}")
+    console.print(f"  API docs   {base}/docs   (ReDoc {base}/redoc)")
+    console.print(f"  health     {base}/health   metrics {base}/metrics")
+    creds = settings.data_dir / "admin-credentials.txt"
+    if not settings.admin_password:
+        console.print(f"  admin      credentials in {creds} (written on first start)")
+    _serve(platform.create_app("Mercato"), host, port)
+
+
+def _enable_demo() -> None:
+    # The demo points the external syncs at an in-process partner sandbox (see integration).
+    os.environ.setdefault("MERCATO_DEMO", "true")
+    get_settings.cache_clear()
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help="The service whose API to serve.")],
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+) -> None:
+    """Serve one service's HTTP API (distributed mode; run as many replicas as needed)."""
+    from mercato.app import create_service_app
+
+    settings = _settings()
+    _serve(create_service_app(service, settings), host, port)
+
+
+@app.command()
+def worker(
+    services: Annotated[
+        list[str] | None, typer.Option("--services", "-s", help="Services to work for.")
+    ] = None,
+) -> None:
+    """Run outbox relays, event consumers and schedulers (distributed mode)."""
+    from mercato.app import build_platform
+
+    settings = _settings()
+    platform = build_platform(settings, services, role="worker", migrate_on_start=False)
+
+    async def main() -> None:
+        import signal
+
+        await platform.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await platform.stop()
+
+    asyncio.run(main())
+
+
+@app.command()
+def migrate(
+    service: Annotated[str | None, typer.Argument(help="Only this service.")] = None,
+    data_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Apply database migrations of every service (or one)."""
+    from mercato.app import build_platform
+
+    settings = _settings(data_dir)
+    platform = build_platform(settings, [service] if service else None)
+
+    async def main() -> None:
+        try:
+            await platform.migrate()
+        finally:
+            for database in platform.databases.values():
+                await database.dispose()
+
+    asyncio.run(main())
+    console.print(f"migrated: {', '.join(platform.databases)}")
+
+
+@events_app.command("dead-letters")
+def dead_letters(
+    service: Annotated[str | None, typer.Option(help="Only this service.")] = None,
+    replay: Annotated[str | None, typer.Option(help="Replay this dead letter id.")] = None,
+    data_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """List dead letters, or replay one."""
+    from mercato.app import build_platform
+    from mercato.platform.events.admin import list_dead_letters, replay_dead_letter
+
+    settings = _settings(data_dir)
+    platform = build_platform(settings, [service] if service else None, migrate_on_start=False)
+
+    async def main() -> None:
+        try:
+            if replay:
+                await platform.transport.start()
+                for name, database in platform.databases.items():
+                    try:
+                        event_id = await replay_dead_letter(
+                            database, replay, _queue_redeliver(platform, name)
+                        )
+                    except Exception as exc:  # not this service's dead letter
+                        if type(exc).__name__ == "NotFound":
+                            continue
+                        raise
+                    console.print(f"replayed {replay} (event {event_id}) for {name}")
+                    return
+                raise typer.BadParameter(f"no dead letter {replay}")
+            table = Table("service", "id", "event type", "attempts", "failed at", "error")
+            for name, database in platform.databases.items():
+                page = await list_dead_letters(database, skip=0, limit=500)
+                for item in page.items:
+                    table.add_row(
+                        name,
+                        item.id,
+                        item.event_type,
+                        str(item.attempts),
+                        item.failed_at.isoformat(),
+                        item.error[:80],
+                    )
+            console.print(table)
+        finally:
+            await platform.stop()
+
+    asyncio.run(main())
+
+
+def _queue_redeliver(platform: Platform, service: str) -> Redeliver:
+    """Redelivery from a separate process: straight into the consumer's durable queue."""
+    from mercato.platform.events.inprocess import InProcessQueue, InProcessTransport
+
+    async def redeliver(consumer: str, envelope: Envelope) -> None:
+        if isinstance(platform.transport, InProcessTransport):
+            await InProcessQueue(platform.consumers[consumer]).enqueue([envelope])
+        else:
+            await platform.transport.redeliver(consumer, envelope)
+
+    return redeliver
+
+
+@events_app.command("stats")
+def stats(data_dir: Annotated[Path | None, typer.Option()] = None) -> None:
+    """Outbox backlog, inbox size and dead letters per service."""
+    from mercato.app import build_platform
+    from mercato.platform.events.admin import event_stats
+
+    settings = _settings(data_dir)
+    platform = build_platform(settings, migrate_on_start=False)
+
+    async def main() -> None:
+        table = Table("service", "outbox backlog", "oldest unsent (s)", "inbox", "dead letters")
+        try:
+            for database in platform.databases.values():
+                s = await event_stats(database)
+                age = f"{s.oldest_unsent_age_seconds:.1f}" if s.oldest_unsent_age_seconds else "-"
+                table.add_row(
+                    s.service, str(s.outbox_backlog), age, str(s.inbox_size), str(s.dead_letters)
+                )
+        finally:
+            await platform.stop()
+        console.print(table)
+
+    asyncio.run(main())
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Running one consumer's handlers: inbox de-duplication, retry decisions and dead letters."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mercato.platform.clock import utcnow
+from mercato.platform.db import Database, insert_ignore
+from mercato.platform.events.envelope import (
+    Envelope,
+    current_causation_id,
+    current_correlation_id,
+)
+from mercato.platform.events.tables import dead_letters, inbox
+from mercato.platform.events.transport import Subscription
+from mercato.platform.ids import new_id_str
+from mercato.platform.uow import UnitOfWork
+
+log = structlog.get_logger("mercato.events")
+
+InTransaction = Callable[[AsyncConnection], Awaitable[None]]
+MAX_ERROR_CHARS = 2000
+
+
+class Outcome(enum.Enum):
+    """What became of one delivery attempt."""
+
+    DONE = "done"
+    DUPLICATE = "duplicate"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The outcome of an attempt, with the delay before the next one or the final error."""
+
+    outcome: Outcome
+    delay: float = 0.0
+    error: str | None = None
+
+
+def retry_delay(attempt: int, delays: Sequence[float]) -> float | None:
+    """The wait after failed attempt number `attempt` (0 = first), or None when none is left."""
+    return delays[attempt] if 0 <= attempt < len(delays) else None
+
+
+class EventConsumer:
+    """Applies events to one service: each event's effect commits together with its inbox row."""
+
+    def __init__(
+        self,
+        subscription: Subscription,
+        database: Database,
+        *,
+        retry_delays: Sequence[float],
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.subscription = subscription
+        self.name = subscription.consumer
+        self.database = database
+        self.retry_delays = tuple(retry_delays)
+        self._on_commit = on_commit
+
+    async def handle(
+        self, envelope: Envelope, attempt: int, in_transaction: InTransaction | None = None
+    ) -> Delivery:
+        """Apply one event once; `in_transaction` joins the same commit (queue bookkeeping)."""
+        handler = self.subscription.handlers.get(envelope.type)
+        corr_token = current_correlation_id.set(envelope.correlation_id)
+        cause_token = current_causation_id.set(envelope.id)
+        try:
+            async with UnitOfWork(self.database, self.name, self._on_commit) as uow:
+                fresh = await insert_ignore(
+                    uow.connection,
+                    inbox,
+                    {"consumer": self.name, "event_id": envelope.id, "processed_at": utcnow()},
+                    ["consumer", "event_id"],
+                )
+                if fresh and handler is not None:
+                    await handler(envelope, uow)
+                if in_transaction is not None:
+                    await in_transaction(uow.connection)
+            return Delivery(Outcome.DONE if fresh else Outcome.DUPLICATE)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+            delay = retry_delay(attempt, self.retry_delays)
+            log.warning(
+                "event handler failed",
+                consumer=self.name,
+                attempt=attempt + 1,
+                retry_in=delay,
+                error_type=type(exc).__name__,
+                exc_info=True,
+                **envelope.for_log(),
+            )
+            if delay is None:
+                return Delivery(Outcome.DEAD, error=error)
+            return Delivery(Outcome.RETRY, delay=delay, error=error)
+        finally:
+            current_correlation_id.reset(corr_token)
+            current_causation_id.reset(cause_token)
+
+    async def bury(
+        self,
+        envelope: Envelope,
+        attempts: int,
+        error: str,
+        in_transaction: InTransaction | None = None,
+    ) -> None:
+        """Move an event that exhausted its retries to this service's dead letters."""
+        async with self.database.transaction() as conn:
+            await conn.execute(
+                dead_letters.insert().values(
+                    id=new_id_str(),
+                    consumer=self.name,
+                    event_id=envelope.id,
+                    event_type=envelope.type,
+                    envelope=envelope.to_json(),
+                    error=error,
+                    attempts=attempts,
+                    failed_at=utcnow(),
+                )
+            )
+            if in_transaction is not None:
+                await in_transaction(conn)
+        log.error(
+            "event dead-lettered", consumer=self.name, attempts=attempts, **envelope.for_log()
+        )

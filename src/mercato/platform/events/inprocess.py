@@ -1,0 +1,150 @@
+"""The embedded transport: events go into each consumer's own durable queue table.
+
+A relay's publish is confirmed once the event is committed in the consumer's database, so a
+restart loses nothing; the consumer drains that table with retries that never block the events
+behind a failing one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import structlog
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mercato.platform.aio import wait_any
+from mercato.platform.db import insert_ignore
+from mercato.platform.events.consumer import EventConsumer, Outcome
+from mercato.platform.events.envelope import Envelope
+from mercato.platform.events.tables import incoming
+
+log = structlog.get_logger("mercato.events")
+
+
+class InProcessQueue:
+    """One consumer's durable queue in its own database, and the loop that drains it."""
+
+    def __init__(self, consumer: EventConsumer, *, batch_size: int = 200, poll: float = 1.0):
+        self.consumer = consumer
+        self.batch_size = batch_size
+        self.poll = poll
+        self._wake = asyncio.Event()
+
+    @property
+    def name(self) -> str:
+        """The consumer's name."""
+        return self.consumer.name
+
+    def accepts(self, envelope: Envelope) -> bool:
+        """Whether this consumer subscribes to the envelope's type."""
+        return envelope.type in self.consumer.subscription.event_types
+
+    def wake(self) -> None:
+        """Tell the drain loop there is work."""
+        self._wake.set()
+
+    async def enqueue(self, envelopes: Sequence[Envelope]) -> None:
+        """Commit events to this consumer's queue (a repeat of a queued event is ignored)."""
+        if not envelopes:
+            return
+        now = time.time()
+        rows = [
+            {
+                "consumer": self.name,
+                "event_id": env.id,
+                "event_type": env.type,
+                "envelope": env.to_json(),
+                "attempts": 0,
+                "available_at": now,
+            }
+            for env in envelopes
+        ]
+        async with self.consumer.database.transaction() as conn:
+            await insert_ignore(conn, incoming, rows, ["consumer", "event_id"])
+        self.wake()
+
+    async def run_once(self) -> int:
+        """Process the events that are due now; returns how many were attempted."""
+        async with self.consumer.database.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(incoming.c.seq, incoming.c.envelope, incoming.c.attempts)
+                    .where(incoming.c.consumer == self.name, incoming.c.available_at <= time.time())
+                    .order_by(incoming.c.seq)
+                    .limit(self.batch_size)
+                )
+            ).all()
+        for seq, raw, attempts in rows:
+            await self._process(seq, Envelope.from_json(raw), attempts)
+        return len(rows)
+
+    async def _process(self, seq: int, envelope: Envelope, attempts: int) -> None:
+        async def remove(conn: AsyncConnection) -> None:
+            await conn.execute(delete(incoming).where(incoming.c.seq == seq))
+
+        result = await self.consumer.handle(envelope, attempts, in_transaction=remove)
+        if result.outcome is Outcome.RETRY:
+            async with self.consumer.database.transaction() as conn:
+                await conn.execute(
+                    update(incoming)
+                    .where(incoming.c.seq == seq)
+                    .values(attempts=attempts + 1, available_at=time.time() + result.delay)
+                )
+        elif result.outcome is Outcome.DEAD:
+            await self.consumer.bury(envelope, attempts + 1, result.error or "", remove)
+
+    async def next_due_in(self) -> float | None:
+        """Seconds until the earliest waiting event is due, or None when the queue is empty."""
+        async with self.consumer.database.read() as conn:
+            earliest = (
+                await conn.execute(
+                    select(func.min(incoming.c.available_at)).where(
+                        incoming.c.consumer == self.name
+                    )
+                )
+            ).scalar()
+        return None if earliest is None else max(0.0, float(earliest) - time.time())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Drain until `stop` is set, sleeping until woken, the next retry is due, or the poll."""
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                done = await self.run_once()
+                if done >= self.batch_size:
+                    continue
+                due = await self.next_due_in()
+            except Exception:
+                log.exception("in-process consumer loop failed", consumer=self.name)
+                due = self.poll
+            timeout = self.poll if due is None else min(self.poll, max(due, 0.005))
+            await wait_any(self._wake, stop, timeout=timeout)
+
+
+class InProcessTransport:
+    """Delivers published events into the queue of every consumer that subscribes to them."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, InProcessQueue] = {}
+
+    def attach(self, queue: InProcessQueue) -> None:
+        """Register a consumer's queue."""
+        self._queues[queue.name] = queue
+
+    async def start(self) -> None:
+        """Nothing to connect."""
+
+    async def publish(self, envelopes: Sequence[Envelope]) -> None:
+        """Commit each event into every subscribed consumer's queue before returning."""
+        for queue in self._queues.values():
+            await queue.enqueue([env for env in envelopes if queue.accepts(env)])
+
+    async def redeliver(self, consumer: str, envelope: Envelope) -> None:
+        """Queue one event again for one consumer."""
+        await self._queues[consumer].enqueue([envelope])
+
+    async def close(self) -> None:
+        """Nothing to disconnect."""

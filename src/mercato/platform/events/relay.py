@@ -1,0 +1,115 @@
+"""The outbox relay: publishes committed events and marks them sent only after confirmation."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mercato.platform.aio import wait_any
+from mercato.platform.clock import utcnow
+from mercato.platform.db import Database
+from mercato.platform.events.envelope import Envelope
+from mercato.platform.events.tables import outbox
+from mercato.platform.events.transport import Transport
+
+log = structlog.get_logger("mercato.events")
+
+PRUNE_AFTER = timedelta(days=1)
+MAX_BACKOFF = 10.0
+
+
+class OutboxRelay:
+    """Moves one service's outbox to the transport, oldest first, in batches.
+
+    A crash after publishing and before marking sent re-sends those events on the next run;
+    consumers' inboxes make that harmless. On PostgreSQL the batch is locked with SKIP LOCKED so
+    several workers can relay one outbox without sending the same batch together.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        transport: Transport,
+        *,
+        batch_size: int = 500,
+        poll: float = 1.0,
+    ) -> None:
+        self.database = database
+        self.transport = transport
+        self.batch_size = batch_size
+        self.poll = poll
+        self._wake = asyncio.Event()
+        self._last_prune = utcnow()
+
+    def wake(self) -> None:
+        """Tell the relay new events were committed."""
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Publish one batch of unsent events; returns how many were sent."""
+        query = (
+            select(outbox.c.seq, outbox.c.envelope)
+            .where(outbox.c.sent_at.is_(None))
+            .order_by(outbox.c.seq)
+            .limit(self.batch_size)
+        )
+        if self.database.is_sqlite:
+            async with self.database.read() as conn:
+                rows = (await conn.execute(query)).all()
+            if not rows:
+                return 0
+            await self.transport.publish([Envelope.from_json(raw) for _, raw in rows])
+            async with self.database.transaction() as conn:
+                await self._mark_sent(conn, [seq for seq, _ in rows])
+            return len(rows)
+        async with self.database.transaction() as conn:
+            rows = (await conn.execute(query.with_for_update(skip_locked=True))).all()
+            if not rows:
+                return 0
+            await self.transport.publish([Envelope.from_json(raw) for _, raw in rows])
+            await self._mark_sent(conn, [seq for seq, _ in rows])
+        return len(rows)
+
+    @staticmethod
+    async def _mark_sent(conn: AsyncConnection, seqs: list[int]) -> None:
+        await conn.execute(update(outbox).where(outbox.c.seq.in_(seqs)).values(sent_at=utcnow()))
+
+    async def prune(self) -> int:
+        """Delete events sent more than a day ago."""
+        async with self.database.transaction() as conn:
+            result = await conn.execute(
+                delete(outbox).where(outbox.c.sent_at < utcnow() - PRUNE_AFTER)
+            )
+        return max(result.rowcount, 0)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until `stop` is set; a failing transport is retried with a growing pause."""
+        failures = 0
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                sent = await self.run_once()
+                if failures:
+                    log.info("relay recovered", service=self.database.service)
+                failures = 0
+                if sent >= self.batch_size:
+                    continue
+                if utcnow() - self._last_prune > timedelta(minutes=10):
+                    self._last_prune = utcnow()
+                    await self.prune()
+            except Exception as exc:
+                failures += 1
+                pause = min(MAX_BACKOFF, 0.1 * 2**failures)
+                log.warning(
+                    "relay publish failed",
+                    service=self.database.service,
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in=pause,
+                )
+                await wait_any(stop, timeout=pause)
+                continue
+            await wait_any(self._wake, stop, timeout=self.poll)

@@ -1,0 +1,275 @@
+"""Composing services into a running process: databases, transport, relays, consumers, HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, Literal
+
+import httpx
+import structlog
+from fastapi import FastAPI
+
+from mercato.platform.aio import wait_any
+from mercato.platform.auth import (
+    Authenticator,
+    MemoryRevocationStore,
+    RedisRevocationStore,
+    RevocationStore,
+    TokenVerifier,
+)
+from mercato.platform.auth_keys import PlatformKeySource
+from mercato.platform.db import Database
+from mercato.platform.events.api import events_router
+from mercato.platform.events.consumer import EventConsumer
+from mercato.platform.events.envelope import Envelope
+from mercato.platform.events.inprocess import InProcessQueue, InProcessTransport
+from mercato.platform.events.relay import OutboxRelay
+from mercato.platform.events.transport import Subscription, Transport
+from mercato.platform.migrations import upgrade
+from mercato.platform.service import BackgroundTask, ServiceContext, ServiceModule, SharedState
+from mercato.platform.settings import Settings
+from mercato.platform.web import create_base_app
+
+log = structlog.get_logger("mercato.runtime")
+
+Role = Literal["embedded", "api", "worker"]
+
+
+class Platform:
+    """The services of one process and the machinery between them.
+
+    `embedded` runs everything (HTTP, relays, consumers, schedulers) in one process; `api` serves
+    HTTP only; `worker` runs relays, consumers and background loops without HTTP.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        modules: Sequence[ServiceModule],
+        *,
+        role: Role = "embedded",
+        migrate_on_start: bool = True,
+        topology: Sequence[ServiceModule] = (),
+    ) -> None:
+        self.settings = settings
+        self.modules = list(modules)
+        # Every consumer of the installation, run here or not: declared on the broker at start.
+        self.topology = list(topology) or self.modules
+        self.role = role
+        self.migrate_on_start = migrate_on_start
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
+        redis_client = _redis_client(settings)
+        revocations: RevocationStore = (
+            RedisRevocationStore(redis_client, f"{settings.redis_prefix}:revoked")
+            if redis_client is not None
+            else MemoryRevocationStore()
+        )
+        self.shared = SharedState(revocations=revocations, redis=redis_client)
+        self.transport: Transport = self._make_transport()
+        keys = PlatformKeySource(self.shared, settings.identity_url, self._http)
+        self.verifier = TokenVerifier(
+            keys, revocations, issuer=settings.issuer, audience=settings.audience
+        )
+        self.auth = Authenticator(self.verifier)
+        self.databases = {
+            m.name: Database(m.name, settings.database_url_for(m.name)) for m in self.modules
+        }
+        self.relays: dict[str, OutboxRelay] = {}
+        self.contexts: dict[str, ServiceContext] = {}
+        for module in self.modules:
+            database = self.databases[module.name]
+            relay = OutboxRelay(
+                database,
+                self.transport,
+                batch_size=settings.relay_batch_size,
+                poll=settings.relay_poll_seconds,
+            )
+            self.relays[module.name] = relay
+            self.contexts[module.name] = ServiceContext(
+                name=module.name,
+                settings=settings,
+                database=database,
+                shared=self.shared,
+                auth=self.auth,
+                wake_relay=relay.wake,
+                redeliver=self.transport.redeliver,
+                role=role,
+            )
+        self.consumers: dict[str, EventConsumer] = {}
+        for module in self.modules:
+            if not module.handlers:
+                continue
+            ctx = self.contexts[module.name]
+            bound = {kind: partial(handler, ctx) for kind, handler in module.handlers.items()}
+            self.consumers[module.name] = EventConsumer(
+                Subscription(module.name, bound),
+                ctx.database,
+                retry_delays=settings.event_retry_delays,
+                on_commit=ctx.wake_relay,
+            )
+
+    def _make_transport(self) -> Transport:
+        if self.settings.broker_url:
+            from mercato.platform.events.rabbitmq import RabbitMQTransport
+
+            return RabbitMQTransport(
+                self.settings.broker_url,
+                exchange=self.settings.broker_exchange,
+                queue_prefix=self.settings.broker_queue_prefix,
+            )
+        return InProcessTransport()
+
+    @property
+    def runs_workers(self) -> bool:
+        """Whether relays, consumers and background loops run in this process."""
+        return self.role in ("embedded", "worker")
+
+    async def migrate(self) -> None:
+        """Bring every service's database to its newest schema."""
+        for module in self.modules:
+            histories = [module.migrations] if module.migrations else []
+            await upgrade(self.databases[module.name], histories)
+
+    async def start(self) -> None:
+        """Migrate (if asked), connect, run start-up hooks, then start the loops."""
+        self._stop.clear()
+        if self.migrate_on_start:
+            await self.migrate()
+        await self.transport.start()
+        await self._declare_topology()
+        for module in self.modules:
+            if module.on_start is not None:
+                await module.on_start(self.contexts[module.name])
+        if self.runs_workers:
+            self._start_loops()
+        log.info("platform started", role=self.role, services=[m.name for m in self.modules])
+
+    async def _declare_topology(self) -> None:
+        declare = getattr(self.transport, "declare_consumer", None)
+        if declare is None:
+            return
+        for module in self.topology:
+            if module.handlers:
+                await declare(module.name, module.handlers, self.settings.event_retry_delays)
+
+    def _start_loops(self) -> None:
+        loops: list[tuple[str, BackgroundTask]] = []
+        for name, consumer in self.consumers.items():
+            loops.append((f"consumer:{name}", self._consumer_loop(consumer)))
+        for name, relay in self.relays.items():
+            loops.append((f"relay:{name}", relay.run))
+        for module in self.modules:
+            if module.background is not None:
+                for index, task in enumerate(module.background(self.contexts[module.name])):
+                    loops.append((f"background:{module.name}:{index}", task))
+        for name, loop in loops:
+            self._tasks.append(asyncio.create_task(self._supervise(name, loop), name=name))
+
+    def _consumer_loop(self, consumer: EventConsumer) -> BackgroundTask:
+        if isinstance(self.transport, InProcessTransport):
+            queue = InProcessQueue(consumer, batch_size=self.settings.consumer_batch_size, poll=1.0)
+            self.transport.attach(queue)
+            return queue.run
+        runner = self.transport.runner(consumer)  # type: ignore[attr-defined]
+        return runner.run  # type: ignore[no-any-return]
+
+    async def _supervise(self, name: str, loop: BackgroundTask) -> None:
+        # A loop that crashes is restarted after a pause instead of silently dying.
+        while not self._stop.is_set():
+            try:
+                await loop(self._stop)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background loop crashed; restarting", loop=name)
+                await wait_any(self._stop, timeout=1.0)
+
+    async def stop(self) -> None:
+        """Stop the loops, run stop hooks, close connections."""
+        self._stop.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=10)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._tasks.clear()
+        for module in self.modules:
+            if module.on_stop is not None:
+                await module.on_stop(self.contexts[module.name])
+        await self.transport.close()
+        for database in self.databases.values():
+            await database.dispose()
+        await self._http.aclose()
+        if self.shared.redis is not None:
+            await self.shared.redis.aclose()
+
+    async def redeliver(self, consumer: str, envelope: Envelope) -> None:
+        """Hand an event back to a consumer (dead-letter replay)."""
+        await self.transport.redeliver(consumer, envelope)
+
+    def create_app(self, title: str = "Mercato") -> FastAPI:
+        """The HTTP app of these services; its lifespan starts and stops the platform."""
+
+        @asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        app = create_base_app(
+            title,
+            max_body_bytes=self.settings.max_body_bytes,
+            readiness=self._readiness_checks(),
+            lifespan=lifespan,
+        )
+        for module in self.modules:
+            if module.router is not None:
+                app.include_router(module.router(self.contexts[module.name]))
+        app.include_router(events_router(self.databases, self.redeliver, self.auth.require_admin))
+        app.state.platform = self
+        return app
+
+    def _readiness_checks(self) -> list[tuple[str, Any]]:
+        from sqlalchemy import text
+
+        checks: list[tuple[str, Any]] = []
+        for name, database in self.databases.items():
+
+            async def check_db(database: Database = database) -> None:
+                async with database.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+
+            checks.append((f"database:{name}", check_db))
+        if self.shared.redis is not None:
+            redis = self.shared.redis
+
+            async def check_redis() -> None:
+                await redis.ping()
+
+            checks.append(("redis", check_redis))
+        if self.settings.broker_url:
+            transport = self.transport
+
+            async def check_broker() -> None:
+                ready = getattr(transport, "is_connected", None)
+                if ready is not None and not ready():
+                    raise ConnectionError("broker not connected")
+
+            checks.append(("broker", check_broker))
+        return checks
+
+
+def _redis_client(settings: Settings) -> Any:
+    if not settings.redis_url:
+        return None
+    import redis.asyncio as redis
+
+    return redis.from_url(settings.redis_url, decode_responses=False)

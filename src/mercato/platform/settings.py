@@ -1,0 +1,73 @@
+"""Process-wide configuration, read from `MERCATO_*` environment variables and a `.env` file."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_RETRY_DELAYS = (1.0, 5.0, 30.0, 120.0, 600.0)
+
+
+class Settings(BaseSettings):
+    """Every knob of the platform; unset values give a working embedded setup."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MERCATO_", env_file=".env", extra="ignore", env_file_encoding="utf-8"
+    )
+
+    env: str = "development"
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    redis_url: str | None = None
+    redis_prefix: str = "mercato"
+    broker_url: str | None = None
+    broker_exchange: str = "mercato.events"
+    broker_queue_prefix: str = "mercato"
+    issuer: str = "http://localhost:8000"
+    audience: str = "mercato"
+    identity_url: str | None = None
+    admin_email: str | None = None
+    admin_password: str | None = None
+    log_level: str = "INFO"
+    log_json: bool | None = None
+    # Delays between handler attempts; after the last, the event goes to dead letters.
+    event_retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+    relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    relay_poll_seconds: float = Field(default=1.0, gt=0)
+    consumer_batch_size: int = Field(default=200, ge=1, le=10_000)
+    max_body_bytes: int = 1024 * 1024
+
+    @field_validator("event_retry_delays", mode="before")
+    @classmethod
+    def _parse_delays(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(float(part) for part in value.split(",") if part.strip())
+        return value
+
+    def database_url_for(self, service: str) -> str:
+        """The SQLAlchemy URL of one service's database.
+
+        `MERCATO_<SERVICE>_DATABASE_URL` wins, then `MERCATO_DATABASE_URL` (services share it and
+        each keeps its tables in a schema of its own name), else a SQLite file under the data dir.
+        """
+        override = os.environ.get(f"MERCATO_{service.upper()}_DATABASE_URL")
+        if override:
+            return override
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / f'{service}.db'}"
+
+    @property
+    def distributed(self) -> bool:
+        """True when a broker is configured: events travel through RabbitMQ."""
+        return self.broker_url is not None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read once."""
+    return Settings()

@@ -1,0 +1,245 @@
+"""Where token managers keep what must outlive a process or be shared by replicas.
+
+A `TokenStore` holds, per upstream `name`: the cached access token, the rolling-hour record of
+token requests (the budget), and a short lock that lets one replica fetch while the others wait.
+Every time-dependent method takes `now` (epoch seconds) from the caller, so a simulated clock
+drives the whole thing; stores never read the clock themselves (Redis's own key expiry is only
+garbage collection, never a decision).
+
+To add a backend (a SQL table, say), implement the seven methods of `TokenStore` with these
+guarantees: `try_acquire_budget` checks and records in one atomic step (a transaction with a row
+lock, a Lua script, ...), `clear_token(only_if=...)` is a compare-and-delete, and `acquire_lock`
+succeeds for exactly one owner until it is released or `ttl` passes.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+
+
+@dataclass(frozen=True)
+class StoredToken:
+    """A cached access token; `repr` never shows the token itself."""
+
+    access_token: str = field(repr=False)
+    issued_at: float
+    expires_at: float
+
+    @property
+    def lifetime(self) -> float:
+        """Seconds between issue and expiry."""
+        return self.expires_at - self.issued_at
+
+
+class TokenStore(Protocol):
+    """Shared state of the token managers of one or more upstreams (keyed by `name`)."""
+
+    async def load_token(self, name: str) -> StoredToken | None:
+        """The cached token, or None. Expiry is the caller's business."""
+        ...
+
+    async def save_token(self, name: str, token: StoredToken, *, now: float) -> None:
+        """Cache `token`, replacing any other."""
+        ...
+
+    async def clear_token(self, name: str, *, only_if: str | None = None) -> None:
+        """Forget the cached token; with `only_if`, only when it is still that token."""
+        ...
+
+    async def try_acquire_budget(
+        self, name: str, *, now: float, limit: int, window: float
+    ) -> tuple[bool, float]:
+        """Atomically: if fewer than `limit` requests fall in (now - window, now], record one at
+        `now` and answer (True, 0); else answer (False, seconds until the oldest leaves)."""
+        ...
+
+    async def requests_in_window(self, name: str, *, now: float, window: float) -> int:
+        """How many requests fall in (now - window, now]."""
+        ...
+
+    async def acquire_lock(self, name: str, owner: str, *, ttl: float, now: float) -> bool:
+        """Take the fetch lock for `ttl` seconds unless someone else holds it."""
+        ...
+
+    async def release_lock(self, name: str, owner: str) -> None:
+        """Release the lock if `owner` still holds it."""
+        ...
+
+
+class MemoryTokenStore:
+    """In-process store: one process (embedded mode, tests). Forgets everything on restart."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, StoredToken] = {}
+        self._requests: dict[str, deque[float]] = {}
+        self._locks: dict[str, tuple[str, float]] = {}
+
+    async def load_token(self, name: str) -> StoredToken | None:
+        """See `TokenStore`."""
+        return self._tokens.get(name)
+
+    async def save_token(self, name: str, token: StoredToken, *, now: float) -> None:
+        """See `TokenStore`."""
+        self._tokens[name] = token
+
+    async def clear_token(self, name: str, *, only_if: str | None = None) -> None:
+        """See `TokenStore`."""
+        current = self._tokens.get(name)
+        if current is not None and (only_if is None or current.access_token == only_if):
+            del self._tokens[name]
+
+    async def try_acquire_budget(
+        self, name: str, *, now: float, limit: int, window: float
+    ) -> tuple[bool, float]:
+        """See `TokenStore`. No await inside, hence atomic on the event loop."""
+        stamps = self._trim(name, now, window)
+        if len(stamps) < limit:
+            stamps.append(now)
+            return True, 0.0
+        return False, max(0.0, stamps[0] + window - now)
+
+    async def requests_in_window(self, name: str, *, now: float, window: float) -> int:
+        """See `TokenStore`."""
+        return len(self._trim(name, now, window))
+
+    async def acquire_lock(self, name: str, owner: str, *, ttl: float, now: float) -> bool:
+        """See `TokenStore`."""
+        held = self._locks.get(name)
+        if held is not None and held[0] != owner and held[1] > now:
+            return False
+        self._locks[name] = (owner, now + ttl)
+        return True
+
+    async def release_lock(self, name: str, owner: str) -> None:
+        """See `TokenStore`."""
+        held = self._locks.get(name)
+        if held is not None and held[0] == owner:
+            del self._locks[name]
+
+    def _trim(self, name: str, now: float, window: float) -> deque[float]:
+        stamps = self._requests.setdefault(name, deque())
+        while stamps and stamps[0] <= now - window:
+            stamps.popleft()
+        return stamps
+
+
+# Budget check and record in one step: Redis runs a script atomically, so two replicas can
+# never both see "4 of 5 used" and both fetch.
+_BUDGET_LUA = """
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
+  return {1, '0'}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, tostring(tonumber(oldest[2]) + window - now)}
+"""
+_COUNT_LUA = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
+return redis.call('ZCARD', KEYS[1])
+"""
+_CLEAR_IF_LUA = """
+if ARGV[1] == '' or redis.call('HGET', KEYS[1], 'access_token') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisTokenStore:
+    """Redis store shared by every replica: survives restarts of the application.
+
+    Keys (under `prefix`): `token:<name>` a hash, `token-requests:<name>` a sorted set of request
+    timestamps, `token-lock:<name>` the fetch lock. Works with or without `decode_responses`.
+    """
+
+    def __init__(self, redis: Redis, prefix: str = "mercato") -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._budget = redis.register_script(_BUDGET_LUA)
+        self._count = redis.register_script(_COUNT_LUA)
+        self._clear_if = redis.register_script(_CLEAR_IF_LUA)
+        self._release = redis.register_script(_RELEASE_LUA)
+
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self._prefix}:{kind}:{name}"
+
+    async def load_token(self, name: str) -> StoredToken | None:
+        """See `TokenStore`."""
+        raw: dict[Any, Any] = await self._redis.hgetall(self._key("token", name))
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        try:
+            return StoredToken(
+                access_token=fields["access_token"],
+                issued_at=float(fields["issued_at"]),
+                expires_at=float(fields["expires_at"]),
+            )
+        except (KeyError, ValueError):
+            return None
+
+    async def save_token(self, name: str, token: StoredToken, *, now: float) -> None:
+        """See `TokenStore`. The key expires with the token (garbage collection only)."""
+        key = self._key("token", name)
+        ttl_ms = max(1, math.ceil((token.expires_at - now) * 1000))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(
+                key,
+                mapping={
+                    "access_token": token.access_token,
+                    "issued_at": repr(token.issued_at),
+                    "expires_at": repr(token.expires_at),
+                },
+            )
+            pipe.pexpire(key, ttl_ms)
+            await pipe.execute()
+
+    async def clear_token(self, name: str, *, only_if: str | None = None) -> None:
+        """See `TokenStore`."""
+        await self._clear_if(keys=[self._key("token", name)], args=[only_if or ""])
+
+    async def try_acquire_budget(
+        self, name: str, *, now: float, limit: int, window: float
+    ) -> tuple[bool, float]:
+        """See `TokenStore`."""
+        key = self._key("token-requests", name)
+        # A unique member, so two requests at the same instant are both counted.
+        member = f"{now!r}:{uuid.uuid4().hex}"
+        ok, retry_after = await self._budget(keys=[key], args=[repr(now), window, limit, member])
+        return bool(int(ok)), float(_text(retry_after))
+
+    async def requests_in_window(self, name: str, *, now: float, window: float) -> int:
+        """See `TokenStore`."""
+        count = await self._count(
+            keys=[self._key("token-requests", name)], args=[repr(now), window]
+        )
+        return int(count)
+
+    async def acquire_lock(self, name: str, owner: str, *, ttl: float, now: float) -> bool:
+        """See `TokenStore`. The lock's ttl runs on Redis's clock: it only bounds a crash."""
+        done = await self._redis.set(
+            self._key("token-lock", name), owner, nx=True, px=max(1, math.ceil(ttl * 1000))
+        )
+        return bool(done)
+
+    async def release_lock(self, name: str, owner: str) -> None:
+        """See `TokenStore`."""
+        await self._release(keys=[self._key("token-lock", name)], args=[owner])
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

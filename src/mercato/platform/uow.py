@@ -1,0 +1,93 @@
+"""The unit of work: one transaction over a service's tables and its outbox."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mercato.platform.clock import utcnow
+from mercato.platform.db import Database
+from mercato.platform.events.envelope import Envelope, EventPayload, make_envelope
+from mercato.platform.events.tables import outbox
+
+
+class UnitOfWork:
+    """Opens a transaction; events emitted inside it are committed with the change, or not at all.
+
+    `async with uow:` commits on a normal exit and rolls back on an exception; after a commit that
+    wrote events, `on_commit` is called so the relay can send them at once instead of on its poll.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        source: str,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.database = database
+        self.source = source
+        self._on_commit = on_commit
+        self._tx: AbstractAsyncContextManager[AsyncConnection] | None = None
+        self._conn: AsyncConnection | None = None
+        self.emitted: list[Envelope] = []
+
+    @property
+    def connection(self) -> AsyncConnection:
+        """The open transaction's connection."""
+        if self._conn is None:
+            raise RuntimeError("unit of work used outside `async with`")
+        return self._conn
+
+    async def __aenter__(self) -> Self:
+        self.emitted = []
+        self._tx = self.database.transaction()
+        self._conn = await self._tx.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._tx is not None
+        tx, self._tx, self._conn = self._tx, None, None
+        await tx.__aexit__(exc_type, exc, tb)
+        if exc_type is None and self.emitted and self._on_commit is not None:
+            self._on_commit()
+        return None
+
+    async def emit(
+        self,
+        payload: EventPayload,
+        *,
+        subject: str,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> Envelope:
+        """Write an event to the outbox inside this transaction."""
+        envelope = make_envelope(
+            payload,
+            source=self.source,
+            subject=subject,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
+        await self.connection.execute(
+            outbox.insert().values(
+                event_id=envelope.id,
+                event_type=envelope.type,
+                subject=envelope.subject,
+                envelope=envelope.to_json(),
+                created_at=utcnow(),
+            )
+        )
+        self.emitted.append(envelope)
+        return envelope
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]

@@ -1,0 +1,180 @@
+"""The HTTP shell of every service: problem+json, correlation ids, body limit, metrics, health."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mercato import __version__
+from mercato.platform.errors import PROBLEM_JSON, install_error_handlers
+from mercato.platform.events.envelope import current_correlation_id
+from mercato.platform.ids import new_id_str
+
+log = structlog.get_logger("mercato.http")
+
+HTTP_REQUESTS = Counter(
+    "mercato_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "mercato_http_request_duration_seconds", "HTTP request latency", ["method", "route"]
+)
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class PlatformMiddleware:
+    """One pure-ASGI layer: correlation id, request-size limit, metrics and an access log."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        raw_id = (headers.get(b"x-correlation-id") or headers.get(b"x-request-id") or b"").decode(
+            "latin-1"
+        )
+        correlation_id = raw_id if _SAFE_ID.match(raw_id) else new_id_str()
+        token = current_correlation_id.set(correlation_id)
+        started = time.perf_counter()
+        status_holder = [500]
+        try:
+            length = headers.get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+                await _send_problem(send, 413, "request body larger than allowed", correlation_id)
+                status_holder[0] = 413
+                return
+
+            received = 0
+
+            async def limited_receive() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > self.max_body_bytes:
+                        raise _BodyTooLarge
+                return message
+
+            async def tagged_send(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    status_holder[0] = message["status"]
+                    message.setdefault("headers", [])
+                    message["headers"] = [
+                        *message["headers"],
+                        (b"x-correlation-id", correlation_id.encode()),
+                    ]
+                await send(message)
+
+            try:
+                await self.app(scope, limited_receive, tagged_send)
+            except _BodyTooLarge:
+                status_holder[0] = 413
+                await _send_problem(send, 413, "request body larger than allowed", correlation_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route_template(scope)
+            HTTP_REQUESTS.labels(scope["method"], route, str(status_holder[0])).inc()
+            HTTP_LATENCY.labels(scope["method"], route).observe(elapsed)
+            current_correlation_id.reset(token)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _route_template(scope: Scope) -> str:
+    # Label by route template, not raw path, so ids don't explode the metric's cardinality.
+    app = scope.get("app")
+    router = getattr(app, "router", None)
+    for route in getattr(router, "routes", []):
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return str(getattr(route, "path", "unmatched"))
+    return "unmatched"
+
+
+async def _send_problem(send: Send, status: int, detail: str, correlation_id: str) -> None:
+    body = json.dumps(
+        {
+            "type": "https://mercato.dev/problems/payload-too-large",
+            "title": "Content Too Large",
+            "status": status,
+            "detail": detail,
+            "correlation_id": correlation_id,
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-correlation-id", correlation_id.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_base_app(
+    title: str,
+    *,
+    max_body_bytes: int,
+    readiness: Sequence[tuple[str, ReadinessCheck]] = (),
+    lifespan: Any = None,
+) -> FastAPI:
+    """A FastAPI app with the platform's errors, middleware and operational endpoints."""
+    app = FastAPI(
+        title=title,
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url="/redoc",
+        openapi_url="/openapi.json",
+    )
+    install_error_handlers(app)
+    app.add_middleware(PlatformMiddleware, max_body_bytes=max_body_bytes)
+    checks = list(readiness)
+
+    @app.get("/health", tags=["operations"])
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["operations"])
+    async def ready() -> JSONResponse:
+        """Readiness: every database, and the broker and Redis where configured, answer."""
+        results: dict[str, str] = {}
+        ok = True
+        for name, check in checks:
+            try:
+                await check()
+                results[name] = "ok"
+            except Exception as exc:
+                ok = False
+                results[name] = f"unavailable: {type(exc).__name__}"
+        status = 200 if ok else 503
+        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": results}, status)
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus exposition."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
