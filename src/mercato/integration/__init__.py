@@ -1,0 +1,1 @@
+"""The integration service: token manager, resilient HTTP, partner sandbox and jobs (DESIGN §5)."""
