@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from mercato.platform.settings import Settings
 from tests import services
+from tests.harness import distributed_settings, embedded_settings
 
 # Tests never read a developer's .env or environment by accident.
 for _key in [k for k in os.environ if k.startswith("MERCATO_")]:
@@ -81,3 +83,17 @@ def database_url(request: pytest.FixtureRequest, data_dir: Path) -> str:
         return f"sqlite+aiosqlite:///{data_dir / 'svc.db'}"
     url: str = request.getfixturevalue("pg_database_url")
     return url
+
+
+@pytest.fixture(params=["embedded", "distributed"])
+def backend(request: pytest.FixtureRequest, data_dir: Path) -> Settings:
+    """Settings for one backend: embedded (SQLite, in-process) or distributed (PG, RabbitMQ,
+    Redis). Tests taking this fixture run once on each."""
+    if request.param == "embedded":
+        return embedded_settings(data_dir)
+    return distributed_settings(
+        data_dir,
+        request.getfixturevalue("pg_database_url"),
+        request.getfixturevalue("rabbitmq_url"),
+        request.getfixturevalue("redis_url"),
+    )

@@ -1,0 +1,110 @@
+"""Accounts over HTTP on both backends: registration rules, events in the outbox, bootstrap."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from mercato.platform.events.tables import outbox
+from mercato.platform.settings import Settings
+from tests.harness import Stack, embedded_settings, stack
+
+FORM = {
+    "username": "jane",
+    "email": "Jane@Example.com",
+    "password": "Correct-Horse-9",
+    "confirm_password": "Correct-Horse-9",
+    "display_name": "Jane",
+}
+
+
+async def events_of(s: Stack, event_type: str) -> list[dict[str, object]]:
+    async with s.platform.databases["accounts"].read() as conn:
+        rows = await conn.execute(
+            select(outbox.c.envelope).where(outbox.c.event_type == event_type)
+        )
+        return [json.loads(raw) for (raw,) in rows]
+
+
+async def test_register_emits_user_created_with_the_hash_never_the_password(
+    backend: Settings,
+) -> None:
+    async with stack(backend, ["accounts"]) as s:
+        answer = await s.client.post("/api/v1/accounts/register", json=FORM)
+        assert answer.status_code == 201, answer.text
+        profile = answer.json()
+        assert profile["username"] == "jane" and profile["roles"] == ["user"]
+        assert "password" not in answer.text and "hash" not in answer.text
+        [event] = [e for e in await events_of(s, "user.created") if e["subject"] == profile["id"]]
+        assert event["data"]["password_hash"].startswith("$argon2id$")
+        assert FORM["password"] not in json.dumps(event)
+        assert event["data"]["version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"username": "JANE"}, "username"), ({"email": "jane@EXAMPLE.COM"}, "email")],
+)
+async def test_taken_username_or_email_is_409_whatever_the_case(
+    backend: Settings, change: dict[str, str], field: str
+) -> None:
+    async with stack(backend, ["accounts"]) as s:
+        assert (await s.client.post("/api/v1/accounts/register", json=FORM)).status_code == 201
+        other = {**FORM, "username": "other", "email": "other@example.com", **change}
+        answer = await s.client.post("/api/v1/accounts/register", json=other)
+        assert answer.status_code == 409
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["errors"][0]["loc"] == ["body", field]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"confirm_password": "Something-else-1"}, "confirm_password"),
+        ({"password": "short", "confirm_password": "short"}, "password"),
+        ({"password": "alllowercase", "confirm_password": "alllowercase"}, "password"),
+        ({"email": "nope"}, "email"),
+        ({"username": "a b"}, "username"),
+        ({"username": 12345}, "username"),
+        ({"extra": "field"}, "extra"),
+    ],
+)
+async def test_bad_registrations_are_422_naming_the_field(
+    data_dir: Path, change: dict[str, object], field: str
+) -> None:
+    async with stack(embedded_settings(data_dir), ["accounts"]) as s:
+        answer = await s.client.post("/api/v1/accounts/register", json={**FORM, **change})
+        assert answer.status_code == 422, answer.text
+        body = answer.json()
+        assert body["status"] == 422
+        assert field in [e["loc"][-1] for e in body["errors"]]
+        assert "Something-else-1" not in answer.text  # passwords are never echoed
+
+
+async def test_unicode_usernames_register_and_collide_by_case(data_dir: Path) -> None:
+    async with stack(embedded_settings(data_dir), ["accounts"]) as s:
+        form = {**FORM, "username": "Ärger_Ψ", "email": "u@example.com"}
+        answer = await s.client.post("/api/v1/accounts/register", json=form)
+        assert answer.status_code == 201, answer.text
+        again = {**form, "username": "äRGER_ψ", "email": "v@example.com"}
+        assert (await s.client.post("/api/v1/accounts/register", json=again)).status_code == 409
+
+
+async def test_generated_admin_is_provisioned_once_with_a_private_credentials_file(
+    data_dir: Path,
+) -> None:
+    settings = Settings(data_dir=data_dir)  # no MERCATO_ADMIN_PASSWORD: one is generated
+    async with stack(settings, ["accounts"]) as s:
+        [created] = await events_of(s, "user.created")
+        assert created["data"]["roles"] == ["admin", "user"]
+    creds = data_dir / "admin-credentials.txt"
+    assert stat.S_IMODE(creds.stat().st_mode) == 0o600
+    first = creds.read_text()
+    assert "password: " in first
+    async with stack(settings, ["accounts"]) as s:
+        assert len(await events_of(s, "user.created")) == 1
+    assert creds.read_text() == first
