@@ -20,10 +20,13 @@ import httpx
 from fastapi import FastAPI
 
 from mercato.app import build_platform
+from mercato.platform.auth import generate_signing_key, issue_access_token, jwks
 from mercato.platform.runtime import Platform
 from mercato.platform.settings import Settings
 
 ADMIN_PASSWORD = "Admin-Pass-1234"
+USER_PASSWORD = "Correct-Horse-9"
+_TEST_KEY = generate_signing_key("ES256")
 FAST_RETRIES = (0.05, 0.2, 0.5)
 
 
@@ -70,6 +73,9 @@ class Stack:
 async def stack(settings: Settings, services: Sequence[str] | None = None) -> AsyncIterator[Stack]:
     """The platform with `services` (all by default), started; stopped on exit."""
     platform = build_platform(settings, services)
+    if "identity" not in platform.contexts:
+        # No identity in this stack: tokens come from a test key (see `caller_token`).
+        platform.shared.local_jwks = lambda: jwks([_TEST_KEY])
     app = platform.create_app("Mercato")
     await platform.start()
     try:
@@ -90,3 +96,70 @@ async def eventually(
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{what} not reached within {timeout} s")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Someone calling the API: their user id and the headers carrying their token."""
+
+    id: str
+    headers: dict[str, str]
+
+
+async def register_user(s: Stack, username: str, password: str = USER_PASSWORD) -> Caller:
+    """Register through accounts and log in (through identity when this stack runs it)."""
+    answer = await s.client.post(
+        "/api/v1/accounts/register",
+        json={
+            "username": username,
+            "email": f"{username}@example.com",
+            "password": password,
+            "confirm_password": password,
+        },
+    )
+    assert answer.status_code == 201, answer.text
+    user_id = answer.json()["id"]
+    token = await caller_token(s, username, password, sub=user_id, roles=["user"])
+    return Caller(user_id, {"Authorization": f"Bearer {token}"})
+
+
+async def admin(s: Stack) -> Caller:
+    """The bootstrap admin, logged in."""
+    token = await caller_token(
+        s, "admin", ADMIN_PASSWORD, sub="test-admin", roles=["admin", "user"]
+    )
+    me = await s.client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+    user_id = me.json()["sub"] if me.status_code == 200 else "test-admin"
+    return Caller(user_id, {"Authorization": f"Bearer {token}"})
+
+
+async def caller_token(
+    s: Stack, username: str, password: str, *, sub: str, roles: list[str]
+) -> str:
+    """A person's access token: a real login when identity runs here, else signed by a test key.
+
+    A login is retried until identity has applied the `user.created` event (it is eventually
+    consistent by design).
+    """
+    if "identity" not in s.platform.contexts:
+        token, _ = issue_access_token(
+            _TEST_KEY,
+            issuer=s.settings.issuer,
+            audience=s.settings.audience,
+            subject=sub,
+            client_id="mercato-test",
+            scopes=[],
+            roles=roles,
+            lifetime_seconds=900,
+        )
+        return token
+    deadline = time.monotonic() + 20
+    while True:
+        answer = await s.client.post(
+            "/api/v1/auth/login", json={"username_or_email": username, "password": password}
+        )
+        if answer.status_code == 200:
+            return str(answer.json()["access_token"])
+        if time.monotonic() > deadline:
+            raise AssertionError(f"login as {username} failed: {answer.status_code} {answer.text}")
+        await asyncio.sleep(0.05)

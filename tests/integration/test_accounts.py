@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from mercato.platform.events.tables import outbox
 from mercato.platform.settings import Settings
-from tests.harness import Stack, embedded_settings, stack
+from tests.harness import USER_PASSWORD, Stack, admin, embedded_settings, register_user, stack
 
 FORM = {
     "username": "jane",
@@ -108,3 +108,63 @@ async def test_generated_admin_is_provisioned_once_with_a_private_credentials_fi
     async with stack(settings, ["accounts"]) as s:
         assert len(await events_of(s, "user.created")) == 1
     assert creds.read_text() == first
+
+
+async def test_profile_read_update_delete_emit_versioned_events(backend: Settings) -> None:
+    async with stack(backend, ["accounts"]) as s:
+        jane = await register_user(s, "jane")
+        me = await s.client.get("/api/v1/accounts/me", headers=jane.headers)
+        assert me.status_code == 200 and me.json()["email"] == "jane@example.com"
+        patched = await s.client.patch(
+            "/api/v1/accounts/me",
+            headers=jane.headers,
+            json={"display_name": "J", "email": "JANE2@example.com"},
+        )
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["email"] == "JANE2@example.com"
+        no_current = await s.client.patch(
+            "/api/v1/accounts/me", headers=jane.headers, json={"password": "New-Password-77"}
+        )
+        assert no_current.status_code == 401
+        changed = await s.client.patch(
+            "/api/v1/accounts/me",
+            headers=jane.headers,
+            json={"password": "New-Password-77", "current_password": USER_PASSWORD},
+        )
+        assert changed.status_code == 200
+        updates = [e for e in await events_of(s, "user.updated") if e["subject"] == jane.id]
+        assert [u["data"]["version"] for u in updates] == [2, 3]
+        assert [u["data"]["changed"] for u in updates] == [["display_name", "email"], ["password"]]
+        assert (
+            await s.client.delete("/api/v1/accounts/me", headers=jane.headers)
+        ).status_code == 204
+        [deleted] = await events_of(s, "user.deleted")
+        assert deleted["data"] == {**deleted["data"], "user_id": jane.id, "version": 4}
+        assert (await s.client.get("/api/v1/accounts/me", headers=jane.headers)).status_code == 404
+
+
+async def test_admin_lists_accounts_and_sets_roles(data_dir: Path) -> None:
+    async with stack(embedded_settings(data_dir), ["accounts"]) as s:
+        boss = await admin(s)
+        jane = await register_user(s, "jane")
+        assert (
+            await s.client.get("/api/v1/admin/accounts", headers=jane.headers)
+        ).status_code == 403
+        assert (await s.client.get("/api/v1/admin/accounts")).status_code == 401
+        listed = await s.client.get("/api/v1/admin/accounts?limit=1", headers=boss.headers)
+        assert listed.status_code == 200
+        assert listed.json()["total"] == 2 and len(listed.json()["items"]) == 1
+        roles = await s.client.put(
+            f"/api/v1/admin/accounts/{jane.id}/roles",
+            headers=boss.headers,
+            json={"roles": ["admin"]},
+        )
+        assert roles.status_code == 200 and roles.json()["roles"] == ["admin", "user"]
+        bad = await s.client.put(
+            f"/api/v1/admin/accounts/{jane.id}/roles", headers=boss.headers, json={"roles": ["god"]}
+        )
+        assert bad.status_code == 422
+        missing = await s.client.put(
+            "/api/v1/admin/accounts/nope/roles", headers=boss.headers, json={"roles": []}
+        )
+        assert missing.status_code == 404

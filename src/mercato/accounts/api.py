@@ -1,7 +1,5 @@
 """Accounts' HTTP API (DESIGN §2): parse, call a use case, shape the answer."""
 
-from __future__ import annotations
-
 from datetime import datetime
 from typing import Annotated
 
@@ -62,7 +60,7 @@ class Profile(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, user: User) -> Profile:
+    def of(cls, user: User) -> "Profile":
         """The public view of a user."""
         return cls(
             id=user.id,
