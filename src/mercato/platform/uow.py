@@ -34,6 +34,7 @@ class UnitOfWork:
         self._tx: AbstractAsyncContextManager[AsyncConnection] | None = None
         self._conn: AsyncConnection | None = None
         self.emitted: list[Envelope] = []
+        self._pending: list[Envelope] = []
 
     @property
     def connection(self) -> AsyncConnection:
@@ -44,6 +45,7 @@ class UnitOfWork:
 
     async def __aenter__(self) -> Self:
         self.emitted = []
+        self._pending = []
         self._tx = self.database.transaction()
         self._conn = await self._tx.__aenter__()
         return self
@@ -55,6 +57,13 @@ class UnitOfWork:
         tb: TracebackType | None,
     ) -> bool | None:
         assert self._tx is not None
+        if exc_type is None:
+            try:
+                await self.flush()
+            except BaseException as flush_error:
+                tx, self._tx, self._conn = self._tx, None, None
+                await tx.__aexit__(type(flush_error), flush_error, flush_error.__traceback__)
+                raise
         tx, self._tx, self._conn = self._tx, None, None
         await tx.__aexit__(exc_type, exc, tb)
         if exc_type is None and self.emitted and self._on_commit is not None:
@@ -69,7 +78,7 @@ class UnitOfWork:
         correlation_id: str | None = None,
         causation_id: str | None = None,
     ) -> Envelope:
-        """Write an event to the outbox inside this transaction."""
+        """Write an event to the outbox inside this transaction (buffered until `flush`)."""
         envelope = make_envelope(
             payload,
             source=self.source,
@@ -77,17 +86,30 @@ class UnitOfWork:
             correlation_id=correlation_id,
             causation_id=causation_id,
         )
-        await self.connection.execute(
-            outbox.insert().values(
-                event_id=envelope.id,
-                event_type=envelope.type,
-                subject=envelope.subject,
-                envelope=envelope.to_json(),
-                created_at=utcnow(),
-            )
-        )
+        self._pending.append(envelope)
         self.emitted.append(envelope)
         return envelope
+
+    async def flush(self) -> None:
+        """Write the events emitted so far to the outbox (done before commit anyway).
+
+        Buffered so a transaction that emits many events writes them in one statement.
+        """
+        if not self._pending:
+            return
+        now = utcnow()
+        rows = [
+            {
+                "event_id": envelope.id,
+                "event_type": envelope.type,
+                "subject": envelope.subject,
+                "envelope": envelope.to_json(),
+                "created_at": now,
+            }
+            for envelope in self._pending
+        ]
+        self._pending = []
+        await self.connection.execute(outbox.insert(), rows)
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]

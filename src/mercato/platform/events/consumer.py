@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mercato.platform.clock import utcnow
@@ -105,6 +106,60 @@ class EventConsumer:
         finally:
             current_correlation_id.reset(corr_token)
             current_causation_id.reset(cause_token)
+
+    async def handle_batch(
+        self, envelopes: Sequence[Envelope], in_transaction: InTransaction | None = None
+    ) -> bool:
+        """Apply first deliveries of several events in one transaction; False if any failed.
+
+        The common case (every handler succeeds) then costs one commit for the whole batch.
+        When a handler fails the whole batch rolls back and nothing of it took effect, so the
+        caller applies the events one by one with `handle`, which retries only the failing one.
+        """
+        ids = [envelope.id for envelope in envelopes]
+        try:
+            async with UnitOfWork(self.database, self.name, self._on_commit) as uow:
+                seen = set(
+                    (
+                        await uow.connection.execute(
+                            select(inbox.c.event_id).where(
+                                inbox.c.consumer == self.name, inbox.c.event_id.in_(ids)
+                            )
+                        )
+                    ).scalars()
+                )
+                fresh = list({e.id: e for e in envelopes if e.id not in seen}.values())
+                if fresh:
+                    now = utcnow()
+                    await uow.connection.execute(
+                        inbox.insert(),
+                        [
+                            {"consumer": self.name, "event_id": e.id, "processed_at": now}
+                            for e in fresh
+                        ],
+                    )
+                for envelope in fresh:
+                    handler = self.subscription.handlers.get(envelope.type)
+                    if handler is None:
+                        continue
+                    corr_token = current_correlation_id.set(envelope.correlation_id)
+                    cause_token = current_causation_id.set(envelope.id)
+                    try:
+                        await handler(envelope, uow)
+                    finally:
+                        current_correlation_id.reset(corr_token)
+                        current_causation_id.reset(cause_token)
+                if in_transaction is not None:
+                    await in_transaction(uow.connection)
+        except Exception as exc:
+            log.info(
+                "batch rolled back; applying its events one by one",
+                consumer=self.name,
+                size=len(envelopes),
+                error_type=type(exc).__name__,
+            )
+            return False
+        return True
 
     async def bury(
         self,

@@ -77,11 +77,34 @@ class InProcessQueue:
                     .limit(self.batch_size)
                 )
             ).all()
-        for seq, raw, attempts in rows:
-            await self._process(seq, Envelope.from_json(raw), attempts)
+        if not rows:
+            return 0
+        envelopes = [Envelope.from_json(raw) for _, raw, _ in rows]
+        # First deliveries go through together; anything retried, or a batch that failed, one
+        # by one so a failing event never holds back the ones behind it.
+        first = [(row, env) for row, env in zip(rows, envelopes, strict=True) if row[2] == 0]
+        if len(first) > 1:
+            seqs = [row[0] for row, _ in first]
+
+            async def remove_batch(conn: AsyncConnection) -> None:
+                await conn.execute(delete(incoming).where(incoming.c.seq.in_(seqs)))
+
+            if await self.consumer.handle_batch([env for _, env in first], remove_batch):
+                done = set(seqs)
+                rows_left = [
+                    (r, e) for r, e in zip(rows, envelopes, strict=True) if r[0] not in done
+                ]
+            else:
+                rows_left = list(zip(rows, envelopes, strict=True))
+        else:
+            rows_left = list(zip(rows, envelopes, strict=True))
+        for (seq, _, attempts), envelope in rows_left:
+            await self._process(seq, envelope, attempts)
         return len(rows)
 
     async def _process(self, seq: int, envelope: Envelope, attempts: int) -> None:
+        """Apply one event in its own transaction; schedule a retry or bury it on failure."""
+
         async def remove(conn: AsyncConnection) -> None:
             await conn.execute(delete(incoming).where(incoming.c.seq == seq))
 
