@@ -126,7 +126,7 @@ class Platform:
 
     @property
     def runs_workers(self) -> bool:
-        """Whether relays, consumers and background loops run in this process."""
+        """Whether consumers and background loops run in this process (relays always do)."""
         return self.role in ("embedded", "worker")
 
     async def migrate(self) -> None:
@@ -145,8 +145,7 @@ class Platform:
         for module in self.modules:
             if module.on_start is not None:
                 await module.on_start(self.contexts[module.name])
-        if self.runs_workers:
-            self._start_loops()
+        self._start_loops()
         log.info("platform started", role=self.role, services=[m.name for m in self.modules])
 
     async def _declare_topology(self) -> None:
@@ -159,14 +158,26 @@ class Platform:
 
     def _start_loops(self) -> None:
         loops: list[tuple[str, BackgroundTask]] = []
+        # Every role relays its own outbox, so an API replica's events leave right after its
+        # commit instead of waiting for a worker's poll (relays on PostgreSQL share an outbox
+        # safely: each batch is taken with SKIP LOCKED).
+        # With the in-process transport only a process running the consumers may relay: a
+        # relay elsewhere would mark events sent that reach no consumer.
+        if self.runs_workers or not isinstance(self.transport, InProcessTransport):
+            for name, relay in self.relays.items():
+                loops.append((f"relay:{name}", relay.run))
+        if not self.runs_workers:
+            self._launch(loops)
+            return
         for name, consumer in self.consumers.items():
             loops.append((f"consumer:{name}", self._consumer_loop(consumer)))
-        for name, relay in self.relays.items():
-            loops.append((f"relay:{name}", relay.run))
         for module in self.modules:
             if module.background is not None:
                 for index, task in enumerate(module.background(self.contexts[module.name])):
                     loops.append((f"background:{module.name}:{index}", task))
+        self._launch(loops)
+
+    def _launch(self, loops: list[tuple[str, BackgroundTask]]) -> None:
         for name, loop in loops:
             self._tasks.append(asyncio.create_task(self._supervise(name, loop), name=name))
 
