@@ -52,7 +52,15 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
         _add_correlation,
         _redact,
     ]
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    # show_locals=False: rich tracebacks print every frame's local variables by default, and
+    # those hold request bodies, passwords and tokens.
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(
+            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
+        )
+    )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

@@ -6,6 +6,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from http import HTTPStatus
 from typing import Any
 
 import structlog
@@ -60,18 +61,34 @@ class PlatformMiddleware:
                 return
 
             received = 0
+            too_large = False
 
             async def limited_receive() -> Message:
-                nonlocal received
+                nonlocal received, too_large
                 message = await receive()
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     if received > self.max_body_bytes:
+                        too_large = True
                         raise _BodyTooLarge
                 return message
 
+            started_response = False
+
             async def tagged_send(message: Message) -> None:
+                nonlocal started_response
+                if too_large:
+                    # The app turned our exception into its own error answer (FastAPI says
+                    # 400 for a body it could not read): answer 413 instead, once.
+                    if not started_response:
+                        started_response = True
+                        status_holder[0] = 413
+                        await _send_problem(
+                            send, 413, "request body larger than allowed", correlation_id
+                        )
+                    return
                 if message["type"] == "http.response.start":
+                    started_response = True
                     status_holder[0] = message["status"]
                     message.setdefault("headers", [])
                     message["headers"] = [
@@ -83,8 +100,29 @@ class PlatformMiddleware:
             try:
                 await self.app(scope, limited_receive, tagged_send)
             except _BodyTooLarge:
-                status_holder[0] = 413
-                await _send_problem(send, 413, "request body larger than allowed", correlation_id)
+                if not started_response:
+                    status_holder[0] = 413
+                    await _send_problem(
+                        send, 413, "request body larger than allowed", correlation_id
+                    )
+            except Exception as exc:
+                # Unhandled: answered here, inside the correlation id's context, so the client
+                # gets the id that tags the logged traceback. The request body is never logged.
+                log.error(
+                    "unhandled error",
+                    method=scope["method"],
+                    path=scope["path"],
+                    error_type=type(exc).__name__,
+                    exc_info=exc,
+                )
+                if not started_response:
+                    status_holder[0] = 500
+                    await _send_problem(
+                        send,
+                        500,
+                        "internal error; quote the correlation_id when reporting it",
+                        correlation_id,
+                    )
         finally:
             elapsed = time.perf_counter() - started
             route = _route_template(scope)
@@ -109,10 +147,11 @@ def _route_template(scope: Scope) -> str:
 
 
 async def _send_problem(send: Send, status: int, detail: str, correlation_id: str) -> None:
+    title = HTTPStatus(status).phrase
     body = json.dumps(
         {
-            "type": "https://mercato.dev/problems/payload-too-large",
-            "title": "Content Too Large",
+            "type": f"https://mercato.dev/problems/{title.lower().replace(' ', '-')}",
+            "title": title,
             "status": status,
             "detail": detail,
             "correlation_id": correlation_id,
