@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -228,6 +229,53 @@ def stats(data_dir: Annotated[Path | None, typer.Option()] = None) -> None:
         console.print(table)
 
     asyncio.run(main())
+
+
+@app.command("dev-cluster")
+def dev_cluster(
+    port: Annotated[int, typer.Option(help="The gateway's port.")] = 8080,
+    replicas: Annotated[int, typer.Option(help="Replicas of each service's API.")] = 2,
+    workdir: Annotated[Path, typer.Option(help="Logs, nginx config, data.")] = Path(".devcluster"),
+    database: Annotated[str, typer.Option(help="PostgreSQL database (created if missing).")] = (
+        "mercato_dev"
+    ),
+    pg_admin_url: Annotated[str, typer.Option()] = "postgresql://postgres@127.0.0.1:5432/postgres",
+    partner_port: Annotated[int, typer.Option(help="Partner sandbox port (0: none).")] = 8100,
+) -> None:
+    """Distributed mode on this machine: PostgreSQL-backed services, replicas, worker, nginx."""
+    import signal
+
+    from mercato.devcluster import ClusterConfig, DevCluster, ensure_pg_database
+
+    cluster = DevCluster(
+        ClusterConfig(
+            workdir=workdir.resolve(),
+            database_url=ensure_pg_database(pg_admin_url, database),
+            port=port,
+            replicas=replicas,
+            partner_port=partner_port or None,
+        )
+    )
+    console.print(f"starting the dev cluster in {workdir} (logs in {workdir}/logs) ...")
+    stopping = False
+
+    def on_term(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        cluster.start()
+        console.print(f"[bold]Mercato dev cluster[/bold] at {cluster.base_url}")
+        console.print(f"  {replicas} replicas of each service behind nginx, one worker")
+        console.print(f"  one service's docs: {cluster.base_url}/services/catalog/docs")
+        console.print("  Ctrl-C stops everything")
+        while not stopping:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop()
 
 
 def main() -> None:

@@ -1,0 +1,142 @@
+"""The gateway of the distributed mode: which service answers which part of the URL space.
+
+DESIGN §2 gives every service one URL space, so a client cannot tell the embedded process from
+a gateway in front of separate services. `render_nginx` writes the nginx configuration for a set
+of upstream addresses: `deploy/nginx.conf` (containers) and the dev cluster (localhost ports)
+are both rendered from `ROUTES`, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+# Path prefixes each service answers (nginx prefix locations; the longest match wins).
+ROUTES: Mapping[str, tuple[str, ...]] = {
+    "accounts": ("/api/v1/accounts/", "/api/v1/admin/accounts"),
+    "identity": (
+        "/api/v1/auth/",
+        "/oauth/",
+        "/.well-known/",
+        "/api/v1/admin/clients",
+        "/api/v1/admin/keys/",
+    ),
+    "catalog": ("/api/v1/products", "/api/v1/sync/"),
+    "wallet": ("/api/v1/wallet/",),
+    "orders": ("/api/v1/orders", "/api/v1/admin/orders"),
+    "integration": (
+        "/api/v1/integration/",
+        "/api/v1/jobs",
+        "/api/v1/exports",
+        "/api/v1/external-orders",
+    ),
+}
+
+_NOT_FOUND = (
+    '{"type": "https://mercato.dev/problems/not-found", "title": "Not Found", '
+    '"status": 404, "detail": "no service answers this path"}'
+)
+_PROXY = """\
+            proxy_pass http://{upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_buffering off;"""
+
+
+def render_nginx(
+    upstreams: Mapping[str, Sequence[str]],
+    *,
+    listen: str = "8080",
+    pid_file: str = "nginx.pid",
+    temp_dir: str = "tmp",
+    access_log: str = "off",
+) -> str:
+    """The whole nginx.conf for `upstreams` (service -> ["host:port", ...])."""
+    missing = sorted(set(ROUTES) - set(upstreams))
+    if missing:
+        raise ValueError(f"no upstream for {', '.join(missing)}")
+    blocks: list[str] = []
+    for service in ROUTES:
+        servers = "\n".join(
+            f"        server {address} max_fails=1 fail_timeout=2s;"
+            for address in upstreams[service]
+        )
+        blocks.append(f"    upstream {service} {{\n{servers}\n        keepalive 16;\n    }}")
+    locations: list[str] = []
+    for service, prefixes in ROUTES.items():
+        for prefix in prefixes:
+            locations.append(
+                f"        location {prefix} {{\n{_PROXY.format(upstream=service)}\n        }}"
+            )
+    names = "|".join(ROUTES)
+    # The backbone's admin endpoints carry the owning service in the path (DESIGN §3).
+    by_path = _PROXY.format(upstream="$1")
+    locations.append(f"        location ~ ^/api/v1/events/({names})/ {{\n{by_path}\n        }}")
+    # Each service's own operational endpoints and docs, under /services/<name>/.
+    to_service = _PROXY.format(upstream="$svc$rest$is_args$args")
+    locations.append(
+        f"        location ~ ^/services/(?<svc>{names})(?<rest>/.*)$ {{\n{to_service}\n        }}"
+    )
+    body = "\n\n".join(blocks)
+    routes = "\n".join(locations)
+    return f"""\
+# Rendered by mercato.gateway.render_nginx; edit ROUTES there, not this file.
+worker_processes 1;
+pid {pid_file};
+error_log stderr warn;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    access_log {access_log};
+    client_body_temp_path {temp_dir}/body;
+    proxy_temp_path {temp_dir}/proxy;
+    fastcgi_temp_path {temp_dir}/fastcgi;
+    uwsgi_temp_path {temp_dir}/uwsgi;
+    scgi_temp_path {temp_dir}/scgi;
+    # Bodies over 1 MiB are refused by the services with a problem+json 413; let them decide.
+    client_max_body_size 2m;
+    # A replica that refuses connections (killed, restarting) is skipped for the next one;
+    # a request it already took is not replayed unless it was idempotent.
+    proxy_next_upstream error timeout http_502;
+    proxy_connect_timeout 2s;
+    proxy_read_timeout 60s;
+
+{body}
+
+    server {{
+        listen {listen};
+
+        location = /health {{
+            default_type application/json;
+            return 200 '{{"status": "ok"}}';
+        }}
+
+{routes}
+
+        location / {{
+            default_type application/problem+json;
+            return 404 '{_NOT_FOUND}';
+        }}
+    }}
+}}
+"""
+
+
+def compose_upstreams() -> dict[str, list[str]]:
+    """Upstreams of `deploy/compose.yaml`: one compose service per Mercato service, port 8000."""
+    return {service: [f"{service}:8000"] for service in ROUTES}
+
+
+def compose_nginx_conf() -> str:
+    """The text of `deploy/nginx.conf` (the gateway container of `deploy/compose.yaml`)."""
+    return render_nginx(
+        compose_upstreams(),
+        listen="80",
+        # Inside the nginx container, /tmp is the container's own and writable by nginx.
+        pid_file="/tmp/nginx.pid",  # noqa: S108
+        temp_dir="/tmp",  # noqa: S108
+        access_log="/dev/stdout",
+    )
