@@ -93,8 +93,12 @@ async def authenticate_client(
         if not allow_public:
             raise invalid_client("this request needs a confidential client")
         return AuthenticatedClient(WEB_CLIENT_ID, None)
-    async with deps.read() as conn:
-        client = await ClientRepository(conn).get(presented.client_id)
+    client = deps.clients.get(presented.client_id)
+    if client is None:
+        async with deps.read() as conn:
+            client = await ClientRepository(conn).get(presented.client_id)
+        if client is not None:
+            deps.clients.put(client)
     # Compared even when the client is unknown, so both failures cost the same.
     if not secret_matches(client.secret_hash if client else None, presented.secret or ""):
         log.info("client authentication failed")
@@ -163,6 +167,7 @@ async def list_clients(deps: IdentityDeps, skip: int, limit: int) -> tuple[list[
 async def delete_client(deps: IdentityDeps, client_id: str) -> None:
     """Remove a client and end the sessions (refresh families) issued to it."""
     async with deps.uow() as uow:
+        deps.clients.forget(client_id)
         if not await ClientRepository(uow.connection).delete(client_id):
             raise NotFound("no such client")
         families = await SessionRepository(uow.connection).families_of_client(client_id)

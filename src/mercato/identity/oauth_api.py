@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import parse_qsl, unquote_plus
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -39,21 +39,31 @@ def oauth_error(exc: OAuthError) -> JSONResponse:
     )
 
 
+MAX_FORM_FIELDS = 20
+
+
 async def read_form(request: Request) -> dict[str, str]:
     """The form parameters; each may appear once (RFC 6749 §3.2), empty ones count as absent."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != FORM_TYPE:
         raise OAuthError("invalid_request", f"the body must be {FORM_TYPE}")
-    form = await request.form()
+    try:
+        pairs = parse_qsl(
+            (await request.body()).decode("utf-8"),
+            keep_blank_values=True,
+            max_num_fields=MAX_FORM_FIELDS,
+            errors="strict",
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise OAuthError("invalid_request", "malformed form body") from None
     values: dict[str, str] = {}
-    for name in set(form.keys()):
-        items = form.getlist(name)
-        if len(items) > 1:
-            raise OAuthError("invalid_request", f"parameter {name} repeated")
-        if not isinstance(items[0], str):
-            raise OAuthError("invalid_request", f"parameter {name} is not text")
-        if items[0]:
-            values[name] = items[0]
+    seen: set[str] = set()
+    for name, value in pairs:
+        if name in seen:
+            raise OAuthError("invalid_request", f"parameter {name[:40]} repeated")
+        seen.add(name)
+        if value:
+            values[name] = value
     return values
 
 

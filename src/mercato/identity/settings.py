@@ -35,5 +35,8 @@ class IdentitySettings(BaseSettings):
     identity_login_max_delay_seconds: float = Field(default=15 * 60, gt=0)
     # Failures older than this are forgotten (a counter does not grow forever).
     identity_login_forget_seconds: float = Field(default=3600, gt=0)
+    # How long a replica reuses a client it read (0: always read the database); a deletion made
+    # on another replica takes at most this long to be seen here.
+    identity_client_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     # The exporter client's secret (DESIGN §6); generated on first start when unset.
     exporter_client_secret: SecretStr | None = None

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from mercato.identity.budget import Budget
+from mercato.identity.cache import ClientCache
 from mercato.identity.contracts import TokenRevoked
 from mercato.identity.domain import Client, Credential, RefreshFamily, digest, new_secret
 from mercato.identity.keyring import Keyring, ReadFactory
@@ -29,6 +30,7 @@ class IdentityDeps:
     keyring: Keyring
     revocations: RevocationStore
     budget: Budget
+    clients: ClientCache
     settings: IdentitySettings
     issuer: str
     audience: str

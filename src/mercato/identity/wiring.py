@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from mercato.identity.budget import Budget, DatabaseBudget, RedisBudget
+from mercato.identity.cache import ClientCache
 from mercato.identity.keyring import Keyring, ReadFactory
 from mercato.identity.settings import IdentitySettings
 from mercato.identity.tokens import IdentityDeps
@@ -53,6 +54,7 @@ def deps_of(ctx: ServiceContext) -> IdentityDeps:
         keyring=keyring,
         revocations=ctx.shared.revocations,
         budget=budget,
+        clients=ClientCache(settings.identity_client_cache_seconds),
         settings=settings,
         issuer=ctx.settings.issuer,
         audience=ctx.settings.audience,
