@@ -4,20 +4,27 @@ stays refused, even after a restart."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 
-from tests.e2e.conftest import RunningPlatform, start_platform, stop_platform
+from mercato.app import build_platform
+from mercato.platform.settings import Settings
+from tests.e2e.conftest import RunningPlatform, free_port, start_platform, stop_platform
+
+ADMIN_PASSWORD = "Admin-Pass-1234"
 
 PASSWORD = "Correct-Horse-9"
 
 
-def login_when_replicated(client: httpx.Client, who: str) -> httpx.Response:
+def login_when_replicated(
+    client: httpx.Client, who: str, password: str = PASSWORD
+) -> httpx.Response:
     """Identity applies `user.created` a moment after registration; poll its replica through
     the only public signal there is, without hammering the throttle (a few tries, spaced)."""
     for _ in range(4):
         answer = client.post(
-            "/api/v1/auth/login", json={"username_or_email": who, "password": PASSWORD}
+            "/api/v1/auth/login", json={"username_or_email": who, "password": password}
         )
         if answer.status_code != 401:
             return answer
@@ -57,3 +64,39 @@ def test_register_login_me_logout_over_http(platform: RunningPlatform) -> None:
             assert client.get("/api/v1/auth/me", headers=bearer).status_code == 401
     finally:
         stop_platform(again)
+
+
+async def test_a_service_without_identity_verifies_tokens_with_the_issuers_jwks(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    identity = start_platform(
+        tmp_path / "identity-data",
+        port=port,
+        extra_env={"MERCATO_ISSUER": issuer, "MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD},
+    )
+    try:
+        with identity.client() as client:
+            answer = login_when_replicated(client, "admin", ADMIN_PASSWORD)
+            assert answer.status_code == 200, answer.text
+        bearer = {"Authorization": f"Bearer {answer.json()['access_token']}"}
+        # Accounts alone in this process, no MERCATO_IDENTITY_URL: keys come from the issuer.
+        settings = Settings(data_dir=tmp_path / "accounts-data", issuer=issuer)
+        platform = build_platform(settings, ["accounts"])
+        app = platform.create_app()
+        await platform.start()
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as local:
+                listed = await local.get("/api/v1/admin/accounts", headers=bearer)
+                assert listed.status_code == 200, listed.text
+                forged = bearer["Authorization"][:-4] + "AAAA"
+                denied = await local.get(
+                    "/api/v1/admin/accounts", headers={"Authorization": forged}
+                )
+                assert denied.status_code == 401
+        finally:
+            await platform.stop()
+    finally:
+        stop_platform(identity)

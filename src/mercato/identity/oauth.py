@@ -176,7 +176,10 @@ async def revoke(
     caller's goal, that the token not work, holds either way.
     """
     auth = await authenticate_client(deps, presented, allow_public=True)
-    if _looks_like_jwt(token) and hint != "refresh_token":
+    # The hint only says where to look first (RFC 7009 §2.1); the two kinds cannot be confused
+    # (refresh tokens hold no dots), so the token's shape decides.
+    del hint
+    if _looks_like_jwt(token):
         principal = await _verified(deps, token)
         if principal is None:
             return

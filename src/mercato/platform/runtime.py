@@ -71,7 +71,9 @@ class Platform:
         )
         self.shared = SharedState(revocations=revocations, redis=redis_client)
         self.transport: Transport = self._make_transport()
-        keys = PlatformKeySource(self.shared, settings.identity_url, self._http)
+        # Without identity in this process, its JWKS is fetched from MERCATO_IDENTITY_URL, else
+        # from the issuer (the public URL identity is reached at, which serves the JWKS too).
+        keys = PlatformKeySource(self.shared, settings.identity_url or settings.issuer, self._http)
         self.verifier = TokenVerifier(
             keys, revocations, issuer=settings.issuer, audience=settings.audience
         )
