@@ -159,3 +159,13 @@ async def test_exporter_secret_from_the_environment(
             creds = s.platform.shared.extras[EXPORTER_CREDENTIALS_KEY]
             assert creds.client_secret == "exporter-secret-from-env-0123456789"
             await client_token(s, creds.client_id, creds.client_secret)
+
+
+async def test_two_replicas_share_one_budget(backend: Settings) -> None:
+    async with stack(backend, SERVICES) as first, stack(backend, SERVICES) as second:
+        secret = await new_client(first, token_budget_per_hour=3)
+        for replica in (first, second, second):
+            await client_token(replica, "robot", secret)
+        for replica in (first, second):
+            answer = await replica.client.post(TOKEN, data=CC, auth=("robot", secret))
+            assert answer.status_code == 429, answer.text
