@@ -207,3 +207,25 @@ async def test_discovery_and_jwks(s: Stack) -> None:
     keys = (await s.client.get("/.well-known/jwks.json")).json()["keys"]
     assert len(keys) == 1
     assert keys[0]["kty"] == "EC" and keys[0]["use"] == "sig" and "d" not in keys[0]
+
+
+async def test_logout_can_end_another_session_of_the_caller_too(s: Stack) -> None:
+    await register_user(s, "jane")
+    body = {"username_or_email": "jane", "password": USER_PASSWORD}
+    laptop = (await s.client.post("/api/v1/auth/login", json=body)).json()
+    phone = (await s.client.post("/api/v1/auth/login", json=body)).json()
+    answer = await s.client.post(
+        "/api/v1/auth/logout",
+        headers={"Authorization": f"Bearer {laptop['access_token']}"},
+        json={"refresh_token": phone["refresh_token"]},
+    )
+    assert answer.status_code == 204
+    for session in (laptop, phone):
+        again = await s.client.post(
+            "/api/v1/auth/refresh", json={"refresh_token": session["refresh_token"]}
+        )
+        assert again.status_code == 401
+        me = await s.client.get(
+            "/api/v1/auth/me", headers={"Authorization": f"Bearer {session['access_token']}"}
+        )
+        assert me.status_code == 401
