@@ -41,6 +41,7 @@ test-fast: install
 
 bench: install
 	$(BIN)/python bench/events.py
+	$(BIN)/python bench/identity.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -138,7 +138,7 @@ async def caller_token(
 ) -> str:
     """A person's access token: a real login when identity runs here, else signed by a test key.
 
-    A login is retried until identity has applied the `user.created` event (it is eventually
+    The login waits until identity has applied the `user.created` event (it is eventually
     consistent by design).
     """
     if "identity" not in s.platform.contexts:
@@ -153,13 +153,46 @@ async def caller_token(
             lifetime_seconds=900,
         )
         return token
-    deadline = time.monotonic() + 20
-    while True:
-        answer = await s.client.post(
-            "/api/v1/auth/login", json={"username_or_email": username, "password": password}
-        )
-        if answer.status_code == 200:
-            return str(answer.json()["access_token"])
-        if time.monotonic() > deadline:
-            raise AssertionError(f"login as {username} failed: {answer.status_code} {answer.text}")
-        await asyncio.sleep(0.05)
+    # Wait for identity's replica instead of retrying the login: failed logins are throttled.
+    await eventually(lambda: identity_knows(s, username), what=f"identity knows {username}")
+    answer = await s.client.post(
+        "/api/v1/auth/login", json={"username_or_email": username, "password": password}
+    )
+    if answer.status_code != 200:
+        raise AssertionError(f"login as {username} failed: {answer.status_code} {answer.text}")
+    return str(answer.json()["access_token"])
+
+
+async def identity_knows(s: Stack, login: str, *, version: int | None = None) -> bool:
+    """Whether identity's credential replica holds a user by this username or e-mail (at
+    `version` or later when given): the moment a login can work."""
+    from sqlalchemy import or_, select
+
+    from mercato.identity.domain import login_key
+    from mercato.identity.tables import credentials
+
+    key = login_key(login)
+    async with s.platform.databases["identity"].read() as conn:
+        row = (
+            await conn.execute(
+                select(credentials.c.version).where(
+                    or_(credentials.c.username_key == key, credentials.c.email_key == key)
+                )
+            )
+        ).first()
+    return row is not None and (version is None or row[0] >= version)
+
+
+async def identity_version(s: Stack, user_id: str) -> int | None:
+    """The version of a user identity's replica holds (None when it has none)."""
+    from sqlalchemy import select
+
+    from mercato.identity.tables import credentials
+
+    async with s.platform.databases["identity"].read() as conn:
+        row = (
+            await conn.execute(
+                select(credentials.c.version).where(credentials.c.user_id == user_id)
+            )
+        ).first()
+    return None if row is None else int(row[0])

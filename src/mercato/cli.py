@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mercato import __version__
+from mercato.identity.cli import identity_app
 from mercato.platform.events.admin import Redeliver
 from mercato.platform.events.envelope import Envelope
 from mercato.platform.logging import configure_logging
@@ -22,6 +23,7 @@ from mercato.platform.settings import Settings, get_settings
 app = typer.Typer(help="Mercato: event-driven commerce backend.", no_args_is_help=True)
 events_app = typer.Typer(help="Inspect and operate the event backbone.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
+app.add_typer(identity_app, name="identity")
 console = Console()
 
 

@@ -41,10 +41,14 @@ class RunningPlatform:
 
 
 def start_platform(
-    data_dir: Path, *, extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    data_dir: Path,
+    *,
+    extra_env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    port: int | None = None,
 ) -> RunningPlatform:
-    """Start `mercato run` on a free port and wait until `/health` answers."""
-    port = free_port()
+    """Start `mercato run` on a free port (or `port`) and wait until `/health` answers."""
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MERCATO_")}
     env.update({"MERCATO_LOG_JSON": "true", **(extra_env or {})})
     log_path = data_dir.parent / f"mercato-{port}.log"

@@ -87,6 +87,18 @@ def make_app() -> FastAPI:
     ) -> dict[str, Any]:
         return who(p)
 
+    @app.get("/role-admin")
+    async def role_admin(
+        p: Annotated[Principal, Depends(auth.require_role("admin"))],
+    ) -> dict[str, Any]:
+        return who(p)
+
+    @app.get("/role-user")
+    async def role_user(
+        p: Annotated[Principal, Depends(auth.require_role("user"))],
+    ) -> dict[str, Any]:
+        return who(p)
+
     @app.get("/both")
     async def both(
         a: Annotated[Principal, Depends(auth.require_user)],
@@ -181,6 +193,17 @@ async def test_scope_route(client: httpx.AsyncClient) -> None:
     assert response.status_code == 403
     assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
     assert (await client.get("/export")).status_code == 401
+
+
+async def test_require_role(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/role-admin")).status_code == 401
+    assert (await client.get("/role-admin", headers=bearer(USER))).status_code == 403
+    assert (await client.get("/role-admin", headers=bearer(ADMIN))).status_code == 200
+    # mercato.admin counts as admin for machines (DESIGN §2).
+    assert (await client.get("/role-admin", headers=bearer(MACHINE_ADMIN))).status_code == 200
+    assert (await client.get("/role-admin", headers=bearer(MACHINE))).status_code == 403
+    assert (await client.get("/role-user", headers=bearer(USER))).status_code == 200
+    assert (await client.get("/role-user", headers=bearer(MACHINE_ADMIN))).status_code == 403
 
 
 async def test_guards_share_one_verification_per_request(client: httpx.AsyncClient) -> None:

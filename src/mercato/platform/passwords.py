@@ -7,19 +7,27 @@ other request of the process for that long.
 from __future__ import annotations
 
 import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 # argon2-cffi's defaults follow RFC 9106's second recommendation (argon2id, 64 MiB, t=3).
 _hasher = PasswordHasher()
+# Hashes run on their own small pool, one fewer than the CPUs: a burst of logins queues here
+# instead of taking every core from the event loop (argon2 is CPU-bound and releases the GIL),
+# and never fills the default executor other blocking calls rely on.
+_POOL = ThreadPoolExecutor(
+    max_workers=max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="argon2"
+)
 # Verified when the user is unknown, so "no such user" costs as long as "wrong password".
 _DUMMY_HASH = _hasher.hash("mercato-timing-equalizer")
 
 
 async def hash_password(password: str) -> str:
     """The argon2id hash of `password` (PHC string format)."""
-    return await asyncio.to_thread(_hasher.hash, password)
+    return await asyncio.get_running_loop().run_in_executor(_POOL, _hasher.hash, password)
 
 
 async def verify_password(password_hash: str | None, password: str) -> bool:
@@ -31,7 +39,7 @@ async def verify_password(password_hash: str | None, password: str) -> bool:
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
-    return await asyncio.to_thread(check)
+    return await asyncio.get_running_loop().run_in_executor(_POOL, check)
 
 
 def needs_rehash(password_hash: str) -> bool:

@@ -25,7 +25,7 @@ from mercato.platform.db import Database
 from mercato.platform.events.api import events_router
 from mercato.platform.events.consumer import EventConsumer
 from mercato.platform.events.envelope import Envelope
-from mercato.platform.events.inprocess import InProcessQueue, InProcessTransport
+from mercato.platform.events.inprocess import InProcessQueue, InProcessTransport, ParkedQueue
 from mercato.platform.events.relay import OutboxRelay
 from mercato.platform.events.transport import Subscription, Transport
 from mercato.platform.migrations import upgrade
@@ -71,7 +71,9 @@ class Platform:
         )
         self.shared = SharedState(revocations=revocations, redis=redis_client)
         self.transport: Transport = self._make_transport()
-        keys = PlatformKeySource(self.shared, settings.identity_url, self._http)
+        # Without identity in this process, its JWKS is fetched from MERCATO_IDENTITY_URL, else
+        # from the issuer (the public URL identity is reached at, which serves the JWKS too).
+        keys = PlatformKeySource(self.shared, settings.identity_url or settings.issuer, self._http)
         self.verifier = TokenVerifier(
             keys, revocations, issuer=settings.issuer, audience=settings.audience
         )
@@ -100,6 +102,8 @@ class Platform:
                 redeliver=self.transport.redeliver,
                 role=role,
             )
+        # Databases of consumers of the installation that do not run here (in-process only).
+        self._parked: dict[str, Database] = {}
         self.consumers: dict[str, EventConsumer] = {}
         for module in self.modules:
             if not module.handlers:
@@ -145,6 +149,8 @@ class Platform:
         for module in self.modules:
             if module.on_start is not None:
                 await module.on_start(self.contexts[module.name])
+        if self.runs_workers:
+            await self._park_absent_consumers()
         self._start_loops()
         log.info("platform started", role=self.role, services=[m.name for m in self.modules])
 
@@ -155,6 +161,22 @@ class Platform:
         for module in self.topology:
             if module.handlers:
                 await declare(module.name, module.handlers, self.settings.event_retry_delays)
+
+    async def _park_absent_consumers(self) -> None:
+        # The in-process transport's counterpart of declaring every consumer's queue on the
+        # broker: an event for a service that is not running in this process is committed to
+        # that service's own queue table, to be applied when it starts.
+        if not isinstance(self.transport, InProcessTransport):
+            return
+        for module in self.topology:
+            if not module.handlers or module.name in self.consumers:
+                continue
+            if self.transport.attached(module.name):
+                continue
+            database = Database(module.name, self.settings.database_url_for(module.name))
+            await upgrade(database, [])  # only the platform's event tables
+            self._parked[module.name] = database
+            self.transport.attach(ParkedQueue(module.name, database, module.handlers))
 
     def _start_loops(self) -> None:
         loops: list[tuple[str, BackgroundTask]] = []
@@ -214,8 +236,9 @@ class Platform:
             if module.on_stop is not None:
                 await module.on_stop(self.contexts[module.name])
         await self.transport.close()
-        for database in self.databases.values():
+        for database in [*self.databases.values(), *self._parked.values()]:
             await database.dispose()
+        self._parked.clear()
         await self._http.aclose()
         if self.shared.redis is not None:
             await self.shared.redis.aclose()

@@ -17,6 +17,7 @@ from mercato.platform.uow import UnitOfWork
 
 if TYPE_CHECKING:
     from mercato.platform.auth import Authenticator, RevocationStore
+    from mercato.platform.auth.keysource import JwksProvider
 
 BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
 # An event handler of a service: applies one event inside the consumer's unit of work.
@@ -28,13 +29,15 @@ class SharedState:
     """Process-wide things services share without importing each other.
 
     `local_jwks` is filled by identity when it runs in this process, so tokens are verified
-    against its keys without a network hop; `extras` lets a service publish a typed handle that
-    others look up only through their `contracts` (for example the exporter's credentials).
+    against its keys without a network hop (sync or async: it is read again when a token names
+    an unknown kid, which lets identity reload keys another replica rotated); `extras` lets a
+    service publish a typed handle that others look up only through their `contracts` (for
+    example the exporter's credentials).
     """
 
     revocations: RevocationStore
     redis: Any | None = None
-    local_jwks: Callable[[], dict[str, Any]] | None = None
+    local_jwks: JwksProvider | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from mercato.platform.auth.principal import Principal
+from mercato.platform.auth.principal import ADMIN_ROLE, Principal
 from mercato.platform.auth.verify import TokenVerifier
 from mercato.platform.errors import Forbidden, Unauthorized
 
@@ -112,6 +112,24 @@ class Authenticator:
         if not principal.is_admin:
             raise Forbidden("admin rights required")
         return principal
+
+    def require_role(self, role: str) -> PrincipalDependency:
+        """A dependency accepting a person with `role`; 401 / 403. `require_role("admin")` is
+        `require_admin` (so a machine with scope `mercato.admin` passes too)."""
+        if role == ADMIN_ROLE:
+            return self.require_admin
+
+        async def dependency(
+            request: Request,
+            _credentials: HTTPAuthorizationCredentials | None = Security(bearer_scheme),
+        ) -> Principal:
+            principal = await self.current(request)
+            if role not in principal.roles:
+                raise Forbidden(f"role {role} required")
+            return principal
+
+        dependency.__name__ = f"require_role_{role}"
+        return dependency
 
     def require_scope(self, scope: str) -> PrincipalDependency:
         """A dependency accepting a token that carries `scope`, or an admin; 401 / 403."""

@@ -9,19 +9,58 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import structlog
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mercato.platform.aio import wait_any
-from mercato.platform.db import insert_ignore
+from mercato.platform.db import Database, insert_ignore
 from mercato.platform.events.consumer import EventConsumer, Outcome
 from mercato.platform.events.envelope import Envelope
 from mercato.platform.events.tables import incoming
 
 log = structlog.get_logger("mercato.events")
+
+
+class QueueTarget(Protocol):
+    """Where the in-process transport commits events for one consumer."""
+
+    @property
+    def name(self) -> str:
+        """The consumer's name."""
+        ...
+
+    def accepts(self, envelope: Envelope) -> bool:
+        """Whether the consumer subscribes to the envelope's type."""
+        ...
+
+    async def enqueue(self, envelopes: Sequence[Envelope]) -> None:
+        """Commit events to the consumer's queue."""
+        ...
+
+
+async def _enqueue(database: Database, consumer: str, envelopes: Sequence[Envelope]) -> bool:
+    """Commit events to `consumer`'s queue table in `database`; answers whether any were given."""
+    if not envelopes:
+        return False
+    now = time.time()
+    rows = [
+        {
+            "consumer": consumer,
+            "event_id": env.id,
+            "event_type": env.type,
+            "envelope": env.to_json(),
+            "attempts": 0,
+            "available_at": now,
+        }
+        for env in envelopes
+    ]
+    async with database.transaction() as conn:
+        await insert_ignore(conn, incoming, rows, ["consumer", "event_id"])
+    return True
 
 
 class InProcessQueue:
@@ -48,23 +87,8 @@ class InProcessQueue:
 
     async def enqueue(self, envelopes: Sequence[Envelope]) -> None:
         """Commit events to this consumer's queue (a repeat of a queued event is ignored)."""
-        if not envelopes:
-            return
-        now = time.time()
-        rows = [
-            {
-                "consumer": self.name,
-                "event_id": env.id,
-                "event_type": env.type,
-                "envelope": env.to_json(),
-                "attempts": 0,
-                "available_at": now,
-            }
-            for env in envelopes
-        ]
-        async with self.consumer.database.transaction() as conn:
-            await insert_ignore(conn, incoming, rows, ["consumer", "event_id"])
-        self.wake()
+        if await _enqueue(self.consumer.database, self.name, envelopes):
+            self.wake()
 
     async def run_once(self) -> int:
         """Process the events that are due now; returns how many were attempted."""
@@ -147,15 +171,47 @@ class InProcessQueue:
             await wait_any(self._wake, stop, timeout=timeout)
 
 
+class ParkedQueue:
+    """The queue of a consumer of the installation that does not run in this process.
+
+    Events for it are committed to the `event_incoming` table of its own database, exactly as
+    for a running consumer, and wait there until the service starts (here or in another process
+    on the same database) and drains them. Without this, an event published while its consumer
+    is absent would be marked sent and never reach it.
+    """
+
+    def __init__(self, name: str, database: Database, event_types: Iterable[str]) -> None:
+        self._name = name
+        self.database = database
+        self.event_types = frozenset(event_types)
+
+    @property
+    def name(self) -> str:
+        """The consumer's name."""
+        return self._name
+
+    def accepts(self, envelope: Envelope) -> bool:
+        """Whether the absent consumer subscribes to the envelope's type."""
+        return envelope.type in self.event_types
+
+    async def enqueue(self, envelopes: Sequence[Envelope]) -> None:
+        """Commit events to the absent consumer's queue table."""
+        await _enqueue(self.database, self.name, envelopes)
+
+
 class InProcessTransport:
     """Delivers published events into the queue of every consumer that subscribes to them."""
 
     def __init__(self) -> None:
-        self._queues: dict[str, InProcessQueue] = {}
+        self._queues: dict[str, QueueTarget] = {}
 
-    def attach(self, queue: InProcessQueue) -> None:
-        """Register a consumer's queue."""
+    def attach(self, queue: QueueTarget) -> None:
+        """Register a consumer's queue (a running one, or a parked one)."""
         self._queues[queue.name] = queue
+
+    def attached(self, name: str) -> bool:
+        """Whether a queue for consumer `name` is registered."""
+        return name in self._queues
 
     async def start(self) -> None:
         """Nothing to connect."""

@@ -1,0 +1,37 @@
+"""A short-lived in-process cache of registered clients (the token endpoint's hot path)."""
+
+from __future__ import annotations
+
+import time
+
+from mercato.identity.domain import Client
+
+
+class ClientCache:
+    """Clients read in the last `ttl` seconds, so the token endpoint's hot path skips the
+    database. A deletion is seen at once by this process and within `ttl` by other replicas;
+    `ttl` 0 turns the cache off. Only known clients are kept, at most `size` of them."""
+
+    def __init__(self, ttl: float, size: int = 1000) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._items: dict[str, tuple[float, Client]] = {}
+
+    def get(self, client_id: str) -> Client | None:
+        """The cached client, if fresh."""
+        item = self._items.get(client_id)
+        if item is None or item[0] <= time.monotonic():
+            return None
+        return item[1]
+
+    def put(self, client: Client) -> None:
+        """Remember a client just read."""
+        if self.ttl <= 0:
+            return
+        if len(self._items) >= self.size:
+            self._items.pop(next(iter(self._items)))
+        self._items[client.client_id] = (time.monotonic() + self.ttl, client)
+
+    def forget(self, client_id: str) -> None:
+        """Drop a client (deleted here)."""
+        self._items.pop(client_id, None)

@@ -1,0 +1,92 @@
+"""Identity's consumers: the credential replica kept from accounts' `user.*` events."""
+
+from __future__ import annotations
+
+import structlog
+
+from mercato.accounts.contracts import UserCreated, UserDeleted, UserUpdated
+from mercato.identity.domain import Credential, release_keys, replicate, tombstone
+from mercato.identity.store import CredentialRepository
+from mercato.identity.tokens import IdentityDeps, end_user_sessions
+from mercato.identity.wiring import deps_of
+from mercato.platform.events.envelope import Envelope
+from mercato.platform.service import ServiceContext
+from mercato.platform.uow import UnitOfWork
+
+log = structlog.get_logger("mercato.identity")
+
+
+async def apply_user_state(deps: IdentityDeps, uow: UnitOfWork, incoming: Credential) -> bool:
+    """Store a user's state unless an equal or newer version is stored; answers whether it was.
+
+    A username or e-mail another user's replica still holds (its release is an event not yet
+    applied) is settled by `release_keys`, so out-of-order events never wedge the consumer.
+    """
+    repo = CredentialRepository(uow.connection)
+    change = replicate(await repo.get(incoming.user_id), incoming)
+    if not change.apply:
+        return False
+    state = change.state
+    for holder in await repo.holders(state):
+        settled, state = release_keys(holder, state)
+        if settled != holder:
+            await repo.save(settled)
+    await repo.save(state)
+    if change.end_sessions:
+        reason = "user_deleted" if state.status == "deleted" else "credentials_changed"
+        ended = await end_user_sessions(deps, uow, state.user_id, reason)
+        log.info("sessions ended", user_id=state.user_id, reason=reason, families=len(ended))
+    return True
+
+
+async def on_user_created(ctx: ServiceContext, envelope: Envelope, uow: UnitOfWork) -> None:
+    """A new user: add their credentials."""
+    event = envelope.payload(UserCreated)
+    await apply_user_state(
+        deps_of(ctx),
+        uow,
+        Credential(
+            user_id=event.user_id,
+            username=event.username,
+            email=event.email,
+            password_hash=event.password_hash,
+            roles=tuple(event.roles),
+            status=event.status,
+            version=event.version,
+            changed_at=event.occurred_at,
+        ),
+    )
+
+
+async def on_user_updated(ctx: ServiceContext, envelope: Envelope, uow: UnitOfWork) -> None:
+    """A changed user: replace their credentials with the event's full state."""
+    event = envelope.payload(UserUpdated)
+    await apply_user_state(
+        deps_of(ctx),
+        uow,
+        Credential(
+            user_id=event.user_id,
+            username=event.username,
+            email=event.email,
+            password_hash=event.password_hash,
+            roles=tuple(event.roles),
+            status=event.status,
+            version=event.version,
+            changed_at=event.occurred_at,
+        ),
+    )
+
+
+async def on_user_deleted(ctx: ServiceContext, envelope: Envelope, uow: UnitOfWork) -> None:
+    """A deleted user: keep only a tombstone (its version stops older events reviving it)."""
+    event = envelope.payload(UserDeleted)
+    await apply_user_state(
+        deps_of(ctx), uow, tombstone(event.user_id, event.version, event.occurred_at)
+    )
+
+
+HANDLERS = {
+    UserCreated.event_type: on_user_created,
+    UserUpdated.event_type: on_user_updated,
+    UserDeleted.event_type: on_user_deleted,
+}

@@ -1,0 +1,182 @@
+"""Identity's signing keys in memory: loaded from its database, published as JWKS, rotated.
+
+Every replica reads the key table on start, again every `refresh_every` seconds, and when a
+token names a kid it does not know (at most once a second), so a rotation made by another
+replica or by `mercato identity rotate-key` is picked up without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mercato.identity.sessions_store import KeyRepository, StoredKey
+from mercato.identity.store import BootstrapRepository
+from mercato.platform.auth import SigningKey, generate_signing_key, jwks
+from mercato.platform.clock import utcnow
+from mercato.platform.uow import UnitOfWorkFactory
+
+ReadFactory = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
+
+log = structlog.get_logger("mercato.identity")
+
+# A kid miss re-reads the table at most this often: unknown kids must not become a DB flood.
+MISS_RELOAD_INTERVAL = 1.0
+
+
+class KeysUnavailable(RuntimeError):
+    """No usable signing key (not provisioned yet, or encrypted without the passphrase)."""
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    key: SigningKey
+    retired_at: datetime | None
+
+
+class Keyring:
+    """The current signing key and the public keys still to publish."""
+
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        read: ReadFactory,
+        *,
+        alg: str,
+        passphrase: str | None,
+        retention: timedelta,
+        refresh_every: float,
+    ) -> None:
+        self._uow = uow_factory
+        self._read = read
+        self.alg = alg
+        self._passphrase = passphrase.encode() if passphrase else None
+        # How long a retired key stays published: tokens it signed may live that long.
+        self.retention = retention
+        self._refresh_every = refresh_every
+        self._loaded: list[_Loaded] = []
+        self._decrypted: dict[str, SigningKey] = {}
+        self._document: dict[str, Any] = {"keys": []}
+        self._loaded_at = -1e9
+        self._lock = asyncio.Lock()
+
+    async def load(self) -> None:
+        """Read the key table now."""
+        async with self._lock:
+            async with self._read() as conn:
+                stored = await KeyRepository(conn).all()
+            loaded = [
+                _Loaded(self._decrypt(row), row.retired_at)
+                for row in stored
+                if row.private_pem is not None
+            ]
+            self._loaded = loaded
+            self._document = jwks(self._published(utcnow()))
+            self._loaded_at = time.monotonic()
+
+    def _decrypt(self, row: StoredKey) -> SigningKey:
+        known = self._decrypted.get(row.kid)
+        if known is not None:
+            return known
+        assert row.private_pem is not None
+        if row.encrypted and self._passphrase is None:
+            raise KeysUnavailable(
+                "identity's signing keys are encrypted: set MERCATO_IDENTITY_KEY_PASSPHRASE"
+            )
+        private = serialization.load_pem_private_key(
+            row.private_pem.encode("ascii"), password=self._passphrase if row.encrypted else None
+        )
+        if not isinstance(private, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+            raise KeysUnavailable(f"signing key {row.kid} has an unsupported type")
+        key = SigningKey(kid=row.kid, private_key=private, alg=row.alg)
+        self._decrypted[row.kid] = key
+        return key
+
+    def _published(self, now: datetime) -> list[SigningKey]:
+        return [
+            item.key
+            for item in self._loaded
+            if item.retired_at is None or item.retired_at > now - self.retention
+        ]
+
+    def jwks(self) -> dict[str, Any]:
+        """The JWKS document: the current key and the previous ones still in use."""
+        return self._document
+
+    async def jwks_on_miss(self) -> dict[str, Any]:
+        """The JWKS, re-read from the database first unless that happened a moment ago."""
+        if time.monotonic() - self._loaded_at >= MISS_RELOAD_INTERVAL:
+            await self.load()
+        return self._document
+
+    async def fresh_jwks(self) -> dict[str, Any]:
+        """The JWKS, re-read first when older than the refresh interval (the JWKS endpoint)."""
+        if time.monotonic() - self._loaded_at >= self._refresh_every:
+            await self.load()
+        return self._document
+
+    async def signing_key(self) -> SigningKey:
+        """The key that signs new tokens (the newest unretired one)."""
+        if time.monotonic() - self._loaded_at >= self._refresh_every:
+            await self.load()
+        for item in self._loaded:
+            if item.retired_at is None:
+                return item.key
+        raise KeysUnavailable("no signing key provisioned")
+
+    def seal(self, key: SigningKey) -> StoredKey:
+        """The row storing `key` (its PEM encrypted when a passphrase is set)."""
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(self._passphrase)
+            if self._passphrase
+            else serialization.NoEncryption()
+        )
+        pem = key.private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        ).decode("ascii")
+        return StoredKey(
+            kid=key.kid,
+            alg=key.alg,
+            private_pem=pem,
+            encrypted=self._passphrase is not None,
+            created_at=utcnow(),
+            retired_at=None,
+        )
+
+    async def rotate(self) -> str:
+        """Make a new current key; the old one stays published for `retention`. Answers its kid."""
+        key = generate_signing_key(self.alg)
+        now = utcnow()
+        async with self._uow() as uow:
+            repo = KeyRepository(uow.connection)
+            await repo.add(self.seal(key))
+            await repo.retire_all_but(key.kid, now)
+            await repo.wipe_retired_before(now - self.retention)
+        await self.load()
+        log.info("signing key rotated", kid=key.kid, alg=key.alg)
+        return key.kid
+
+    async def provision(self) -> bool:
+        """Create the first signing key unless one was provisioned; answers whether it did."""
+        async with self._read() as conn:
+            if await BootstrapRepository(conn).value("signing_key") is not None:
+                return False
+        key = generate_signing_key(self.alg)
+        async with self._uow() as uow:
+            # The mark and the key commit together; a replica starting at the same moment
+            # finds the mark taken and keeps the other's key.
+            if not await BootstrapRepository(uow.connection).claim("signing_key", key.kid):
+                return False
+            await KeyRepository(uow.connection).add(self.seal(key))
+        log.info("signing key provisioned", kid=key.kid, alg=key.alg)
+        return True

@@ -1,0 +1,87 @@
+"""How the platform runs identity: routes, consumers, migrations, first-start provisioning."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+from fastapi import APIRouter
+
+from mercato.identity.api import build_router
+from mercato.identity.clients import provision_exporter
+from mercato.identity.contracts import EXPORTER_CREDENTIALS_KEY
+from mercato.identity.handlers import HANDLERS
+from mercato.identity.oauth_api import build_oauth_router
+from mercato.identity.sessions_store import RevocationRepository, SessionRepository
+from mercato.identity.store import ThrottleRepository
+from mercato.identity.tokens import restore_revocations
+from mercato.identity.wiring import deps_of
+from mercato.platform.aio import wait_any
+from mercato.platform.clock import utcnow
+from mercato.platform.migrations import MigrationHistory
+from mercato.platform.service import BackgroundTask, ServiceContext, ServiceModule
+
+log = structlog.get_logger("mercato.identity")
+
+PRUNE_EVERY = 600.0
+
+
+async def start(ctx: ServiceContext) -> None:
+    """Provision a signing key and the exporter client on first start, publish the JWKS
+    in-process, and put back the revocations a restart would otherwise forget."""
+    deps = deps_of(ctx)
+    await deps.keyring.provision()
+    await deps.keyring.load()
+    ctx.shared.local_jwks = deps.keyring.jwks_on_miss
+    restored = await restore_revocations(deps)
+    secret = deps.settings.exporter_client_secret
+    credentials = await provision_exporter(deps, secret.get_secret_value() if secret else None)
+    if credentials is not None:
+        ctx.shared.extras[EXPORTER_CREDENTIALS_KEY] = credentials
+    log.info("identity ready", revocations_restored=restored)
+
+
+def router(ctx: ServiceContext) -> APIRouter:
+    """People's, admins' and OAuth routes."""
+    combined = APIRouter()
+    combined.include_router(build_router(ctx))
+    combined.include_router(build_oauth_router(ctx))
+    return combined
+
+
+async def prune(ctx: ServiceContext) -> None:
+    """Forget expired tokens, revocations and stale throttle counters."""
+    deps = deps_of(ctx)
+    now = utcnow()
+    epoch = int(time.time())
+    async with deps.uow() as uow:
+        await SessionRepository(uow.connection).prune(now, epoch)
+        await RevocationRepository(uow.connection).prune(epoch)
+        await ThrottleRepository(uow.connection).prune(
+            epoch - deps.settings.identity_login_forget_seconds
+        )
+
+
+def background(ctx: ServiceContext) -> Sequence[BackgroundTask]:
+    """The pruning loop."""
+
+    async def loop(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await wait_any(stop, timeout=PRUNE_EVERY)
+            if not stop.is_set():
+                await prune(ctx)
+
+    return [loop]
+
+
+MODULE = ServiceModule(
+    name="identity",
+    migrations=MigrationHistory(Path(__file__).parent / "migrations", "alembic_version_identity"),
+    router=router,
+    handlers=HANDLERS,
+    on_start=start,
+    background=background,
+)

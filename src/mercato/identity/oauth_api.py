@@ -1,0 +1,177 @@
+"""Identity's OAuth 2.0 surface: token, revocation, introspection, discovery and JWKS.
+
+These endpoints speak RFC 6749 rather than problem+json: form-encoded requests, JSON answers
+with `Cache-Control: no-store`, and errors as `{"error", "error_description"}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+from urllib.parse import parse_qsl, unquote_plus
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from mercato.identity import oauth
+from mercato.identity.clients import ClientCredentials, OAuthError, invalid_client
+from mercato.identity.domain import GRANT_TYPES
+from mercato.identity.wiring import deps_of
+from mercato.platform.service import ServiceContext
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+FORM_TYPE = "application/x-www-form-urlencoded"
+_FORM_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {FORM_TYPE: {"schema": {"type": "object", "additionalProperties": True}}},
+    }
+}
+
+
+def oauth_error(exc: OAuthError) -> JSONResponse:
+    """The RFC 6749 §5.2 error answer."""
+    return JSONResponse(
+        {"error": exc.error, "error_description": exc.description},
+        status_code=exc.status,
+        headers={**NO_STORE, **exc.headers},
+    )
+
+
+MAX_FORM_FIELDS = 20
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The form parameters; each may appear once (RFC 6749 §3.2), empty ones count as absent."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != FORM_TYPE:
+        raise OAuthError("invalid_request", f"the body must be {FORM_TYPE}")
+    try:
+        pairs = parse_qsl(
+            (await request.body()).decode("utf-8"),
+            keep_blank_values=True,
+            max_num_fields=MAX_FORM_FIELDS,
+            errors="strict",
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise OAuthError("invalid_request", "malformed form body") from None
+    values: dict[str, str] = {}
+    seen: set[str] = set()
+    for name, value in pairs:
+        if name in seen:
+            raise OAuthError("invalid_request", f"parameter {name[:40]} repeated")
+        seen.add(name)
+        if value:
+            values[name] = value
+    return values
+
+
+def client_credentials(request: Request, form: dict[str, str]) -> ClientCredentials | None:
+    """The client's credentials from HTTP Basic (client_secret_basic) or the form
+    (client_secret_post), or just a `client_id` (the public client); one method only."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, encoded = header.strip().partition(" ")
+        if scheme.lower() != "basic":
+            raise invalid_client("unsupported authentication scheme")
+        if "client_secret" in form:
+            raise OAuthError("invalid_request", "use one client authentication method")
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise invalid_client("malformed Basic credentials") from None
+        raw_id, sep, raw_secret = decoded.partition(":")
+        if not sep:
+            raise invalid_client("malformed Basic credentials")
+        # RFC 6749 §2.3.1: both halves are form-urlencoded before Basic encoding.
+        client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
+        if form.get("client_id", client_id) != client_id:
+            raise OAuthError("invalid_request", "client_id differs from the authenticated one")
+        return ClientCredentials(client_id, secret)
+    if "client_id" in form:
+        return ClientCredentials(form["client_id"], form.get("client_secret"))
+    return None
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def build_oauth_router(ctx: ServiceContext) -> APIRouter:
+    """The RFC endpoints, bound to this service's context."""
+    router = APIRouter(tags=["oauth"])
+
+    @router.post("/oauth/token", openapi_extra=_FORM_SCHEMA, response_model=None)
+    async def token(request: Request) -> JSONResponse:
+        """RFC 6749 token endpoint: client_credentials, password and refresh_token grants."""
+        try:
+            form = await read_form(request)
+            presented = client_credentials(request, form)
+            issued = await oauth.token_request(deps_of(ctx), form, presented, _address(request))
+        except OAuthError as exc:
+            return oauth_error(exc)
+        body: dict[str, Any] = {
+            "access_token": issued.access_token,
+            "token_type": "Bearer",
+            "expires_in": issued.expires_in,
+        }
+        if issued.scope:
+            body["scope"] = issued.scope
+        if issued.refresh_token is not None:
+            body["refresh_token"] = issued.refresh_token
+        return JSONResponse(body, headers=NO_STORE)
+
+    @router.post("/oauth/revoke", openapi_extra=_FORM_SCHEMA, response_model=None)
+    async def revoke(request: Request) -> Response:
+        """RFC 7009 revocation of an access or refresh token issued to the calling client."""
+        try:
+            form = await read_form(request)
+            presented = client_credentials(request, form)
+            if "token" not in form:
+                raise OAuthError("invalid_request", "missing token")
+            await oauth.revoke(deps_of(ctx), presented, form["token"], form.get("token_type_hint"))
+        except OAuthError as exc:
+            return oauth_error(exc)
+        return Response(status_code=200, headers=NO_STORE)
+
+    @router.post("/oauth/introspect", openapi_extra=_FORM_SCHEMA, response_model=None)
+    async def introspect(request: Request) -> JSONResponse:
+        """RFC 7662 introspection (for authenticated confidential clients)."""
+        try:
+            form = await read_form(request)
+            presented = client_credentials(request, form)
+            if "token" not in form:
+                raise OAuthError("invalid_request", "missing token")
+            answer = await oauth.introspect(deps_of(ctx), presented, form["token"])
+        except OAuthError as exc:
+            return oauth_error(exc)
+        return JSONResponse(answer, headers=NO_STORE)
+
+    @router.get("/.well-known/openid-configuration")
+    async def metadata() -> dict[str, Any]:
+        """RFC 8414 authorization server metadata."""
+        issuer = ctx.settings.issuer.rstrip("/")
+        auth_methods = ["client_secret_basic", "client_secret_post"]
+        return {
+            "issuer": ctx.settings.issuer,
+            "token_endpoint": f"{issuer}/oauth/token",
+            "jwks_uri": f"{issuer}/.well-known/jwks.json",
+            "revocation_endpoint": f"{issuer}/oauth/revoke",
+            "introspection_endpoint": f"{issuer}/oauth/introspect",
+            "grant_types_supported": list(GRANT_TYPES),
+            "response_types_supported": [],
+            "token_endpoint_auth_methods_supported": auth_methods,
+            "revocation_endpoint_auth_methods_supported": [*auth_methods, "none"],
+            "introspection_endpoint_auth_methods_supported": auth_methods,
+            "service_documentation": f"{issuer}/docs",
+        }
+
+    @router.get("/.well-known/jwks.json")
+    async def jwks() -> JSONResponse:
+        """The public keys verifying access tokens: the current one and previous ones still in
+        use."""
+        document = await deps_of(ctx).keyring.fresh_jwks()
+        return JSONResponse(document, headers={"Cache-Control": "public, max-age=60"})
+
+    return router

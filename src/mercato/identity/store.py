@@ -1,0 +1,269 @@
+"""Repositories over identity's tables: credentials, clients, throttle, budget, bootstrap."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mercato.identity.domain import Client, Credential, ThrottleState
+from mercato.identity.tables import bootstrap, client_grants, clients, credentials, login_throttle
+from mercato.platform.db import insert_ignore
+
+
+class CredentialRepository:
+    """The credential replica in one transaction."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def get(self, user_id: str) -> Credential | None:
+        """The replicated state of a user, tombstones included."""
+        rows = await self.conn.execute(select(credentials).where(credentials.c.user_id == user_id))
+        found = rows.mappings().first()
+        return _credential(found) if found else None
+
+    async def find_by_login(self, key: str) -> Credential | None:
+        """The user whose username or e-mail key is `key` (see `domain.login_key`)."""
+        rows = await self.conn.execute(
+            select(credentials).where(
+                or_(credentials.c.username_key == key, credentials.c.email_key == key)
+            )
+        )
+        found = rows.mappings().first()
+        return _credential(found) if found else None
+
+    async def holders(self, state: Credential) -> list[Credential]:
+        """Other users holding the username or e-mail key of `state`."""
+        keys = [k for k in (state.username_key, state.email_key) if k is not None]
+        if not keys:
+            return []
+        rows = await self.conn.execute(
+            select(credentials).where(
+                credentials.c.user_id != state.user_id,
+                or_(credentials.c.username_key.in_(keys), credentials.c.email_key.in_(keys)),
+            )
+        )
+        return [_credential(row) for row in rows.mappings()]
+
+    async def save(self, state: Credential) -> None:
+        """Insert or replace a user's state."""
+        values = {
+            "username": state.username,
+            "username_key": state.username_key,
+            "email": state.email,
+            "email_key": state.email_key,
+            "password_hash": state.password_hash,
+            "roles": json.dumps(list(state.roles)),
+            "status": state.status,
+            "version": state.version,
+            "changed_at": state.changed_at,
+        }
+        result = await self.conn.execute(
+            update(credentials).where(credentials.c.user_id == state.user_id).values(**values)
+        )
+        if result.rowcount == 0:
+            await self.conn.execute(credentials.insert().values(user_id=state.user_id, **values))
+
+
+def _credential(row: RowMapping) -> Credential:
+    return Credential(
+        user_id=row["user_id"],
+        username=row["username"],
+        email=row["email"],
+        password_hash=row["password_hash"],
+        roles=tuple(json.loads(row["roles"])),
+        status=row["status"],
+        version=row["version"],
+        changed_at=row["changed_at"],
+    )
+
+
+class ClientTaken(Exception):
+    """A client with that id exists already."""
+
+
+class ClientRepository:
+    """Registered machine clients in one transaction."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def get(self, client_id: str, *, for_update: bool = False) -> Client | None:
+        """The client, or None; `for_update` locks its row (PostgreSQL) for a budget check."""
+        query = select(clients).where(clients.c.client_id == client_id)
+        if for_update and self.conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        found = (await self.conn.execute(query)).mappings().first()
+        return _client(found) if found else None
+
+    async def add(self, client: Client) -> None:
+        """Register a client; `ClientTaken` when the id is in use."""
+        try:
+            async with self.conn.begin_nested():
+                await self.conn.execute(
+                    clients.insert().values(
+                        client_id=client.client_id,
+                        name=client.name,
+                        secret_hash=client.secret_hash,
+                        scopes=json.dumps(list(client.scopes)),
+                        grant_types=json.dumps(list(client.grant_types)),
+                        token_budget_per_hour=client.token_budget_per_hour,
+                        created_at=client.created_at,
+                    )
+                )
+        except IntegrityError:
+            raise ClientTaken(client.client_id) from None
+
+    async def page(self, skip: int, limit: int) -> tuple[list[Client], int]:
+        """Clients in registration order, and how many there are."""
+        total = (await self.conn.execute(select(func.count()).select_from(clients))).scalar_one()
+        rows = await self.conn.execute(
+            select(clients)
+            .order_by(clients.c.created_at, clients.c.client_id)
+            .offset(skip)
+            .limit(limit)
+        )
+        return [_client(row) for row in rows.mappings()], total
+
+    async def delete(self, client_id: str) -> bool:
+        """Remove a client (and its budget record); answers whether it existed."""
+        result = await self.conn.execute(delete(clients).where(clients.c.client_id == client_id))
+        await self.conn.execute(delete(client_grants).where(client_grants.c.client_id == client_id))
+        return result.rowcount > 0
+
+    async def set_secret(self, client_id: str, secret_hash: str) -> None:
+        """Replace a client's secret digest."""
+        await self.conn.execute(
+            update(clients).where(clients.c.client_id == client_id).values(secret_hash=secret_hash)
+        )
+
+
+def _client(row: RowMapping) -> Client:
+    return Client(
+        client_id=row["client_id"],
+        name=row["name"],
+        secret_hash=row["secret_hash"],
+        scopes=tuple(json.loads(row["scopes"])),
+        grant_types=tuple(json.loads(row["grant_types"])),
+        token_budget_per_hour=row["token_budget_per_hour"],
+        created_at=row["created_at"],
+    )
+
+
+class GrantLog:
+    """Token requests of budgeted clients in a rolling window (the database-backed budget).
+
+    Callers hold the client's row lock (PostgreSQL) or the write lock (SQLite) while they
+    count and record, so two replicas cannot both take the last unit of a budget.
+    """
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def window(self, client_id: str, *, now: float, window: float) -> Sequence[float]:
+        """The times of the client's requests in (now - window, now], oldest first (old ones
+        are dropped on the way)."""
+        await self.conn.execute(
+            delete(client_grants).where(
+                client_grants.c.client_id == client_id, client_grants.c.at <= now - window
+            )
+        )
+        rows = await self.conn.execute(
+            select(client_grants.c.at)
+            .where(client_grants.c.client_id == client_id)
+            .order_by(client_grants.c.at)
+        )
+        return [float(at) for (at,) in rows]
+
+    async def record(self, client_id: str, now: float) -> None:
+        """Count one request at `now`."""
+        await self.conn.execute(client_grants.insert().values(client_id=client_id, at=now))
+
+
+class ThrottleRepository:
+    """Failed-login counters by key digest."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def get_many(
+        self, keys: Sequence[str], *, for_update: bool = False
+    ) -> dict[str, ThrottleState]:
+        """The states of the given keys that have one; `for_update` locks them (PostgreSQL),
+        so a check and the count that follows are one step for concurrent attempts."""
+        query = select(login_throttle).where(login_throttle.c.key.in_(keys))
+        if for_update and self.conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        rows = await self.conn.execute(query)
+        return {
+            row["key"]: ThrottleState(row["failures"], row["locked_until"], row["last_failure_at"])
+            for row in rows.mappings()
+        }
+
+    async def put(self, key: str, state: ThrottleState) -> None:
+        """Store a key's state."""
+        values = {
+            "failures": state.failures,
+            "locked_until": state.locked_until,
+            "last_failure_at": state.last_failure_at,
+        }
+        result = await self.conn.execute(
+            update(login_throttle).where(login_throttle.c.key == key).values(**values)
+        )
+        if result.rowcount == 0:
+            inserted = await insert_ignore(
+                self.conn, login_throttle, {"key": key, **values}, ["key"]
+            )
+            if not inserted:  # a concurrent first failure: count on top of it
+                await self.conn.execute(
+                    update(login_throttle).where(login_throttle.c.key == key).values(**values)
+                )
+
+    async def clear(self, key: str) -> None:
+        """Forget a key's failures (after a successful login)."""
+        await self.conn.execute(delete(login_throttle).where(login_throttle.c.key == key))
+
+    async def uncount(self, key: str, free: int) -> None:
+        """Take back one counted attempt (it succeeded); lift the lock if within `free`."""
+        await self.conn.execute(
+            update(login_throttle)
+            .where(login_throttle.c.key == key, login_throttle.c.failures > 0)
+            .values(failures=login_throttle.c.failures - 1)
+        )
+        await self.conn.execute(
+            update(login_throttle)
+            .where(login_throttle.c.key == key, login_throttle.c.failures <= free)
+            .values(locked_until=0.0)
+        )
+
+    async def prune(self, before: float) -> int:
+        """Drop counters whose last failure is older than `before` and that are not locked."""
+        result = await self.conn.execute(
+            delete(login_throttle).where(
+                login_throttle.c.last_failure_at < before, login_throttle.c.locked_until < before
+            )
+        )
+        return max(result.rowcount, 0)
+
+
+class BootstrapRepository:
+    """Marks of what was provisioned on first start."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def value(self, name: str) -> str | None:
+        """What was provisioned under `name`, if anything."""
+        row = await self.conn.execute(select(bootstrap.c.value).where(bootstrap.c.name == name))
+        return row.scalar_one_or_none()
+
+    async def claim(self, name: str, value: str) -> bool:
+        """Record `name` as provisioned; False when it was already."""
+        return (
+            await insert_ignore(self.conn, bootstrap, {"name": name, "value": value}, ["name"]) == 1
+        )

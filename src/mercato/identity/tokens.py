@@ -1,0 +1,177 @@
+"""What every identity use case shares: its dependencies, minting tokens, revoking them."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from mercato.identity.budget import Budget
+from mercato.identity.cache import ClientCache
+from mercato.identity.contracts import TokenRevoked
+from mercato.identity.domain import Client, Credential, RefreshFamily, digest, new_secret
+from mercato.identity.keyring import Keyring, ReadFactory
+from mercato.identity.sessions_store import RevocationRepository, SessionRepository
+from mercato.identity.settings import IdentitySettings
+from mercato.platform.auth import RevocationStore, TokenVerifier, issue_access_token
+from mercato.platform.clock import utcnow
+from mercato.platform.uow import UnitOfWork, UnitOfWorkFactory
+
+PasswordChecker = Callable[[str | None, str], Awaitable[bool]]
+
+
+@dataclass
+class IdentityDeps:
+    """The collaborators of identity's use cases, built once per process by the module."""
+
+    uow: UnitOfWorkFactory
+    # A read-only transaction that never waits for writers (lookups on hot paths).
+    read: ReadFactory
+    keyring: Keyring
+    revocations: RevocationStore
+    budget: Budget
+    clients: ClientCache
+    settings: IdentitySettings
+    issuer: str
+    audience: str
+    check_password: PasswordChecker
+    verifier: TokenVerifier
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    """A token answer; `repr` shows neither token."""
+
+    access_token: str = field(repr=False)
+    expires_in: int
+    scope: str
+    refresh_token: str | None = field(default=None, repr=False)
+
+
+async def mint_person(
+    deps: IdentityDeps, user: Credential, client_id: str, scopes: Iterable[str]
+) -> tuple[str, dict[str, object]]:
+    """A person's access token: roles, username and e-mail from the replica."""
+    token, claims = issue_access_token(
+        await deps.keyring.signing_key(),
+        issuer=deps.issuer,
+        audience=deps.audience,
+        subject=user.user_id,
+        client_id=client_id,
+        scopes=scopes,
+        roles=user.roles,
+        lifetime_seconds=deps.settings.identity_person_token_seconds,
+        extra_claims={"username": user.username, "email": user.email},
+    )
+    return token, claims
+
+
+async def mint_machine(
+    deps: IdentityDeps, client: Client, scopes: Iterable[str]
+) -> tuple[str, dict[str, object]]:
+    """A machine's access token (client credentials): no roles, `sub` is the client id."""
+    return issue_access_token(
+        await deps.keyring.signing_key(),
+        issuer=deps.issuer,
+        audience=deps.audience,
+        subject=client.client_id,
+        client_id=client.client_id,
+        scopes=scopes,
+        roles=None,
+        lifetime_seconds=deps.settings.identity_machine_token_seconds,
+    )
+
+
+def refresh_lifetime(deps: IdentityDeps, remember_me: bool) -> timedelta:
+    """14 days, or 30 with remember me (configurable)."""
+    days = (
+        deps.settings.identity_remember_me_refresh_days
+        if remember_me
+        else deps.settings.identity_refresh_days
+    )
+    return timedelta(days=days)
+
+
+async def issue_in_family(
+    deps: IdentityDeps, uow: UnitOfWork, family: RefreshFamily, user: Credential, now: datetime
+) -> IssuedTokens:
+    """A new access token and refresh token in `family` (the family row exists)."""
+    sessions = SessionRepository(uow.connection)
+    refresh = new_secret()
+    await sessions.add_refresh(
+        digest(refresh), family.id, now, now + refresh_lifetime(deps, family.remember_me)
+    )
+    access, claims = await mint_person(deps, user, family.client_id, family.scopes)
+    await sessions.add_access(str(claims["jti"]), family.id, user.user_id, int(str(claims["exp"])))
+    return IssuedTokens(
+        access_token=access,
+        expires_in=deps.settings.identity_person_token_seconds,
+        scope=" ".join(family.scopes),
+        refresh_token=refresh,
+    )
+
+
+async def revoke_access(
+    deps: IdentityDeps,
+    uow: UnitOfWork,
+    tokens: Iterable[tuple[str, int]],
+    *,
+    reason: str,
+    user_id: str | None = None,
+    client_id: str | None = None,
+) -> int:
+    """Revoke access tokens (jti, exp) everywhere: the shared store every verifier reads, the
+    table that outlives a restart, and a `token.revoked` event. Answers how many."""
+    revocations = RevocationRepository(uow.connection)
+    now = utcnow()
+    count = 0
+    for jti, expires_at in dict(tokens).items():
+        await deps.revocations.revoke(jti, expires_at)
+        await revocations.add(jti, expires_at, now)
+        await uow.emit(
+            TokenRevoked(
+                jti=jti,
+                expires_at=expires_at,
+                user_id=user_id,
+                client_id=client_id,
+                reason=reason,
+                occurred_at=now,
+            ),
+            subject=user_id or client_id or jti,
+        )
+        count += 1
+    return count
+
+
+async def end_families(
+    deps: IdentityDeps,
+    uow: UnitOfWork,
+    family_ids: Iterable[str],
+    *,
+    reason: str,
+    user_id: str | None = None,
+) -> list[str]:
+    """Revoke refresh families and every live access token issued in them."""
+    sessions = SessionRepository(uow.connection)
+    ids = list(dict.fromkeys(family_ids))
+    revoked = await sessions.revoke_families(ids, reason, utcnow())
+    live = await sessions.live_access(ids, int(utcnow().timestamp()))
+    await revoke_access(deps, uow, live, reason=reason, user_id=user_id)
+    return revoked
+
+
+async def end_user_sessions(
+    deps: IdentityDeps, uow: UnitOfWork, user_id: str, reason: str
+) -> list[str]:
+    """End every session of a user (password changed, disabled, deleted)."""
+    families = await SessionRepository(uow.connection).families_of_user(user_id)
+    return await end_families(deps, uow, families, reason=reason, user_id=user_id)
+
+
+async def restore_revocations(deps: IdentityDeps) -> int:
+    """Put the still-relevant revocations back in the shared store (after a restart)."""
+    async with deps.read() as conn:
+        live = await RevocationRepository(conn).live(int(utcnow().timestamp()))
+    for jti, expires_at in live:
+        await deps.revocations.revoke(jti, expires_at)
+    return len(live)

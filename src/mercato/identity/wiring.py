@@ -1,0 +1,65 @@
+"""Builds identity's dependencies once per process from the platform's service context."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from mercato.identity.budget import Budget, DatabaseBudget, RedisBudget
+from mercato.identity.cache import ClientCache
+from mercato.identity.keyring import Keyring, ReadFactory
+from mercato.identity.settings import IdentitySettings
+from mercato.identity.tokens import IdentityDeps
+from mercato.platform.passwords import verify_password
+from mercato.platform.service import ServiceContext
+from mercato.platform.token_stores import RedisTokenStore
+from mercato.platform.uow import UnitOfWorkFactory
+
+# Private to identity: other services never look this up (they use `contracts` keys).
+_DEPS_KEY = "identity._deps"
+# Past a token's `exp`, a verifier still accepts it for its leeway; clocks drift a little.
+_KEY_RETENTION_MARGIN = timedelta(minutes=5)
+
+
+def build_keyring(
+    settings: IdentitySettings, uow_factory: UnitOfWorkFactory, read: ReadFactory
+) -> Keyring:
+    """The keyring over identity's database, as configured."""
+    passphrase = settings.identity_key_passphrase
+    lifetime = max(settings.identity_person_token_seconds, settings.identity_machine_token_seconds)
+    return Keyring(
+        uow_factory,
+        read,
+        alg=settings.identity_signing_alg,
+        passphrase=passphrase.get_secret_value() if passphrase else None,
+        retention=timedelta(seconds=lifetime) + _KEY_RETENTION_MARGIN,
+        refresh_every=settings.identity_key_refresh_seconds,
+    )
+
+
+def deps_of(ctx: ServiceContext) -> IdentityDeps:
+    """Identity's dependencies in this process, built on first use (router, consumer or start)."""
+    found = ctx.shared.extras.get(_DEPS_KEY)
+    if isinstance(found, IdentityDeps):
+        return found
+    settings = IdentitySettings()
+    keyring = build_keyring(settings, ctx.uow, ctx.database.read)
+    budget: Budget = (
+        RedisBudget(RedisTokenStore(ctx.shared.redis, f"{ctx.settings.redis_prefix}:identity"))
+        if ctx.shared.redis is not None
+        else DatabaseBudget(ctx.uow)
+    )
+    deps = IdentityDeps(
+        uow=ctx.uow,
+        read=ctx.database.read,
+        keyring=keyring,
+        revocations=ctx.shared.revocations,
+        budget=budget,
+        clients=ClientCache(settings.identity_client_cache_seconds),
+        settings=settings,
+        issuer=ctx.settings.issuer,
+        audience=ctx.settings.audience,
+        check_password=verify_password,
+        verifier=ctx.auth.verifier,
+    )
+    ctx.shared.extras[_DEPS_KEY] = deps
+    return deps

@@ -1,0 +1,171 @@
+"""Client management, token budgets, key rotation and first-start provisioning of identity."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jwt
+import pytest
+
+from mercato.identity.contracts import (
+    EXPORTER_CLIENT_ID,
+    EXPORTER_CREDENTIALS_KEY,
+    ExporterCredentials,
+)
+from mercato.platform.settings import Settings
+from tests.harness import Stack, admin, embedded_settings, stack
+
+TOKEN = "/oauth/token"
+CC = {"grant_type": "client_credentials"}
+SERVICES = ["accounts", "identity"]
+
+
+async def new_client(s: Stack, client_id: str = "robot", **fields: object) -> str:
+    boss = await admin(s)
+    body = {"client_id": client_id, "name": client_id, "scopes": ["catalog.read"], **fields}
+    made = await s.client.post("/api/v1/admin/clients", headers=boss.headers, json=body)
+    assert made.status_code == 201, made.text
+    return str(made.json()["client_secret"])
+
+
+async def client_token(s: Stack, client_id: str, secret: str) -> str:
+    answer = await s.client.post(TOKEN, data=CC, auth=(client_id, secret))
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["access_token"])
+
+
+async def test_admin_registers_lists_and_deletes_clients(data_dir: Path) -> None:
+    async with stack(embedded_settings(data_dir), SERVICES) as s:
+        boss = await admin(s)
+        secret = await new_client(s, token_budget_per_hour=10)
+        assert len(secret) >= 43
+        listed = await s.client.get("/api/v1/admin/clients", headers=boss.headers)
+        assert listed.status_code == 200
+        assert secret not in listed.text and "secret" not in listed.text
+        ids = [c["client_id"] for c in listed.json()["items"]]
+        assert ids == [EXPORTER_CLIENT_ID, "robot"] and listed.json()["total"] == 2
+        again = await s.client.post(
+            "/api/v1/admin/clients",
+            headers=boss.headers,
+            json={"client_id": "robot", "name": "dup", "scopes": []},
+        )
+        assert again.status_code == 409
+        generated = await s.client.post(
+            "/api/v1/admin/clients", headers=boss.headers, json={"name": "anon", "scopes": []}
+        )
+        assert generated.status_code == 201 and generated.json()["client_id"].startswith("client-")
+        token = await client_token(s, "robot", secret)
+        gone = await s.client.delete("/api/v1/admin/clients/robot", headers=boss.headers)
+        assert gone.status_code == 204
+        assert (await s.client.post(TOKEN, data=CC, auth=("robot", secret))).status_code == 401
+        assert (
+            await s.client.delete("/api/v1/admin/clients/robot", headers=boss.headers)
+        ).status_code == 404
+        # Tokens already issued live until they expire (stateless JWTs): revoke them if needed.
+        me = await s.client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 200
+
+
+async def test_token_budget_answers_429_with_retry_after_and_survives_restart(
+    backend: Settings,
+) -> None:
+    async with stack(backend, SERVICES) as s:
+        secret = await new_client(s, token_budget_per_hour=2)
+        unlimited = await new_client(s, "free")
+        for _ in range(2):
+            await client_token(s, "robot", secret)
+        spent = await s.client.post(TOKEN, data=CC, auth=("robot", secret))
+        assert spent.status_code == 429
+        assert spent.json()["error"] == "slow_down" and "error_description" in spent.json()
+        assert 3500 <= int(spent.headers["retry-after"]) <= 3600
+        for _ in range(5):  # no budget set: unlimited
+            await client_token(s, "free", unlimited)
+    async with stack(backend, SERVICES) as s:
+        again = await s.client.post(TOKEN, data=CC, auth=("robot", secret))
+        assert again.status_code == 429 and int(again.headers["retry-after"]) > 0
+
+
+async def test_rotation_keeps_tokens_of_the_previous_key_valid(data_dir: Path) -> None:
+    async with stack(embedded_settings(data_dir), SERVICES) as s:
+        boss = await admin(s)
+        secret = await new_client(s)
+        before = await client_token(s, "robot", secret)
+        rotated = await s.client.post("/api/v1/admin/keys/rotate", headers=boss.headers)
+        assert rotated.status_code == 200
+        new_kid = rotated.json()["kid"]
+        after = await client_token(s, "robot", secret)
+        assert jwt.get_unverified_header(after)["kid"] == new_kid
+        assert jwt.get_unverified_header(before)["kid"] != new_kid
+        kids = [k["kid"] for k in (await s.client.get("/.well-known/jwks.json")).json()["keys"]]
+        assert new_kid in kids and jwt.get_unverified_header(before)["kid"] in kids
+        for token in (before, after, boss.headers["Authorization"].split()[1]):
+            me = await s.client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+            assert me.status_code == 200
+
+
+async def test_cli_rotation_is_picked_up_by_a_running_identity(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MERCATO_IDENTITY_KEY_REFRESH_SECONDS", "0.1")
+    async with stack(embedded_settings(data_dir), SERVICES) as s:
+        secret = await new_client(s)
+        before = await client_token(s, "robot", secret)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mercato.cli",
+                "identity",
+                "rotate-key",
+                "--data-dir",
+                str(data_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "new signing key" in done.stdout
+        after = await client_token(s, "robot", secret)
+        assert jwt.get_unverified_header(after)["kid"] != jwt.get_unverified_header(before)["kid"]
+        for token in (before, after):
+            me = await s.client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+            assert me.status_code == 200
+
+
+async def test_exporter_client_is_provisioned_once(data_dir: Path) -> None:
+    settings = embedded_settings(data_dir)
+    async with stack(settings, SERVICES) as s:
+        creds = s.platform.shared.extras[EXPORTER_CREDENTIALS_KEY]
+        assert isinstance(creds, ExporterCredentials) and creds.client_id == EXPORTER_CLIENT_ID
+        assert creds.client_secret not in repr(creds)
+        token = await client_token(s, creds.client_id, creds.client_secret)
+        assert jwt.decode(token, options={"verify_signature": False})["scope"] == "catalog.read"
+    async with stack(settings, SERVICES) as s:
+        # The generated secret is not known any more (only its digest is stored), and unchanged.
+        assert EXPORTER_CREDENTIALS_KEY not in s.platform.shared.extras
+        await client_token(s, creds.client_id, creds.client_secret)
+
+
+async def test_exporter_secret_from_the_environment(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MERCATO_EXPORTER_CLIENT_SECRET", "exporter-secret-from-env-0123456789")
+    settings = embedded_settings(data_dir)
+    for _ in range(2):
+        async with stack(settings, SERVICES) as s:
+            creds = s.platform.shared.extras[EXPORTER_CREDENTIALS_KEY]
+            assert creds.client_secret == "exporter-secret-from-env-0123456789"
+            await client_token(s, creds.client_id, creds.client_secret)
+
+
+async def test_two_replicas_share_one_budget(backend: Settings) -> None:
+    async with stack(backend, SERVICES) as first, stack(backend, SERVICES) as second:
+        secret = await new_client(first, token_budget_per_hour=3)
+        for replica in (first, second, second):
+            await client_token(replica, "robot", secret)
+        for replica in (first, second):
+            answer = await replica.client.post(TOKEN, data=CC, auth=("robot", secret))
+            assert answer.status_code == 429, answer.text
