@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -112,7 +113,10 @@ async def test_cli_rotation_is_picked_up_by_a_running_identity(
     async with stack(embedded_settings(data_dir), SERVICES) as s:
         secret = await new_client(s)
         before = await client_token(s, "robot", secret)
-        done = subprocess.run(
+        # Off the event loop: the running platform must keep serving (and finish any
+        # transaction it holds) while the CLI works on the same database.
+        done = await asyncio.to_thread(
+            subprocess.run,
             [
                 sys.executable,
                 "-m",
