@@ -97,13 +97,17 @@ class IntegrationService:
                 )
         return views
 
-    async def request_run(self, name: str) -> str:
-        """Queue a run of `name` now; a scheduler picks it up. Answers the run id."""
+    async def disabled_reason(self, name: str) -> str | None:
+        """Why job `name` cannot run now, or None."""
         job = self._job(name)
         refresh = getattr(job, "refresh", None)
         if refresh is not None:
             await refresh()
-        reason = job.disabled_reason()
+        return job.disabled_reason()
+
+    async def request_run(self, name: str) -> str:
+        """Queue a run of `name` now; a scheduler picks it up. Answers the run id."""
+        reason = await self.disabled_reason(name)
         if reason is not None:
             raise Conflict(f"job {name} is disabled: {reason}")
         async with self._uow() as uow:
