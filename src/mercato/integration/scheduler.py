@@ -60,6 +60,10 @@ class Scheduler:
         self.started_at: datetime | None = None
         self.running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
+        # When each job is next due as last read; another replica can only move it later, so
+        # the database is not asked again before then (keeps an idle pass read-only).
+        self._due: dict[str, datetime] = {}
+        self._next_reap: datetime | None = None
 
     def wake(self) -> None:
         """Look for work now (a run was just queued)."""
@@ -87,16 +91,23 @@ class Scheduler:
         if self.started_at is None:
             self.started_at = self._clock()
         now = self._clock()
-        async with self._uow() as uow:
-            reaped = await JobRuns(uow.connection).reap(now)
-        if reaped:
-            log.warning("runs abandoned by a crashed runner marked failed", runs=reaped)
+        if self._next_reap is None or now >= self._next_reap:
+            async with self._uow() as uow:
+                reaped = await JobRuns(uow.connection).reap(now)
+            if reaped:
+                log.warning("runs abandoned by a crashed runner marked failed", runs=reaped)
+            self._next_reap = now + self.lease / 6
         wait = self.poll
         for job in self.jobs.values():
             refresh = getattr(job, "refresh", None)
             if refresh is not None:
                 await refresh()
             if job.disabled_reason() is not None:
+                self._due.pop(job.spec.name, None)
+                continue
+            due = self._due.get(job.spec.name)
+            if due is not None and now < due:
+                wait = min(wait, (due - now).total_seconds())
                 continue
             wait = min(wait, await self._fire_if_due(job, now))
         await self._take_queued(now)
@@ -113,6 +124,7 @@ class Scheduler:
             tick = await runs.next_run_at(spec.name, first)
             due = max(tick, not_before)
             if now < due:
+                self._due[spec.name] = due
                 return (due - now).total_seconds()
             following = spec.schedule.next_after(tick, now)
             busy = await runs.live_run(spec.name, now)
@@ -130,6 +142,7 @@ class Scheduler:
             claimed = await runs.claim_tick(spec.name, tick, row)
             if claimed:
                 await runs.advance(spec.name, tick, following)
+        self._due.pop(spec.name, None)
         if not claimed:
             return 0.0  # another replica took it; read the new state at once
         if busy:
