@@ -230,3 +230,43 @@ async def test_without_a_provider_the_syncs_are_disabled_with_the_reason(build: 
     views = {v.name: v for v in await only_url.service.list_jobs()}
     assert views[PRODUCTS].enabled
     assert "MERCATO_EXTERNAL_CLIENT_ID" in (views[ORDERS].disabled_reason or "")
+
+
+@pytest.mark.redis
+async def test_replicas_share_token_and_budget_through_redis(
+    database_url: str, tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    from redis.asyncio import Redis
+
+    from mercato.platform.token_stores import RedisTokenStore
+
+    clients = [Redis.from_url(redis_url), Redis.from_url(redis_url)]
+    databases = [Database("integration", database_url) for _ in clients]
+    await upgrade(databases[0], [MIGRATIONS])
+    settings = Settings(data_dir=tmp_path / "data", redis_prefix=redis_prefix)
+    try:
+        async with partner() as base:
+            integ = IntegrationSettings(
+                external_base_url=base,
+                external_client_id="partner-client",
+                external_client_secret="partner-secret",
+            )
+            replicas = [
+                Integration(settings=settings, integ=integ, database=db, redis=client)
+                for db, client in zip(databases, clients, strict=True)
+            ]
+            assert all(isinstance(r.store, RedisTokenStore) for r in replicas)
+            for replica in replicas * 3:
+                assert (await replica.scheduler.run_now(ORDERS)).status == "succeeded"
+            assert (await stats(base))["tokens_issued"] == 1
+            status = (await replicas[1].service.token_status())["partner"]
+            assert status.has_token and status.requests_last_hour == 1
+            for replica in replicas:
+                await replica.stop()
+    finally:
+        keys = [k async for k in clients[0].scan_iter(match=f"{redis_prefix}*")]
+        if keys:
+            await clients[0].delete(*keys)
+        for client, db in zip(clients, databases, strict=True):
+            await client.aclose()
+            await db.dispose()
