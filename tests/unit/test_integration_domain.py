@@ -116,6 +116,9 @@ def test_export_names_are_timestamped_and_never_collide() -> None:
     assert export_file_name(pattern, T0, [name]) == "products_20260301_120000_2.csv"
     taken = [name, "products_20260301_120000_2.csv"]
     assert export_file_name(pattern, T0, taken) == "products_20260301_120000_3.csv"
+    # The plain name was rotated away while _2 remains: the next one is _3, not the plain name.
+    assert export_file_name(pattern, T0, taken[1:]) == "products_20260301_120000_3.csv"
+    assert export_file_name(pattern, T0 + timedelta(seconds=1), taken).endswith("120001.csv")
 
 
 def test_rotation_keeps_the_newest() -> None:

@@ -173,16 +173,19 @@ def _parse_time(value: str) -> datetime:
 
 
 def export_file_name(pattern: str, now: datetime, taken: Iterable[str] = ()) -> str:
-    """The file name of an export made at `now` (UTC); `_2`, `_3`... when the second is taken."""
+    """The file name of an export made at `now` (UTC); `_2`, `_3`... when the second is taken.
+
+    The suffix grows past every one in use, so a name freed by rotation is not given to a
+    newer file while later-suffixed ones of the same second remain.
+    """
     name = now.astimezone(UTC).strftime(pattern)
-    used = set(taken)
-    if name not in used:
-        return name
     stem = name.removesuffix(".csv")
-    n = 2
-    while f"{stem}_{n}.csv" in used:
-        n += 1
-    return f"{stem}_{n}.csv"
+    suffix = re.compile(re.escape(stem) + r"_(\d+)\.csv$")
+    used = set(taken)
+    numbers = [int(m.group(1)) for m in map(suffix.match, used) if m]
+    if name not in used and not numbers:
+        return name
+    return f"{stem}_{max(numbers, default=1) + 1}.csv"
 
 
 def files_to_rotate(newest_first: Sequence[str], keep: int) -> list[str]:
