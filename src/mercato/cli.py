@@ -14,6 +14,7 @@ from rich.table import Table
 
 from mercato import __version__
 from mercato.identity.cli import identity_app
+from mercato.integration.cli import register as register_integration
 from mercato.platform.events.admin import Redeliver
 from mercato.platform.events.envelope import Envelope
 from mercato.platform.logging import configure_logging
@@ -24,6 +25,7 @@ app = typer.Typer(help="Mercato: event-driven commerce backend.", no_args_is_hel
 events_app = typer.Typer(help="Inspect and operate the event backbone.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 app.add_typer(identity_app, name="identity")
+register_integration(app)  # `mercato partner`, `mercato integration ...`, `mercato jobs ...`
 console = Console()
 
 
@@ -68,6 +70,8 @@ def run(
 
     if demo:
         _enable_demo()
+    # The export job reaches identity and catalog at this process's own address.
+    os.environ.setdefault("MERCATO_PUBLIC_URL", f"http://{_local(host)}:{port}")
     settings = _settings(data_dir)
     platform = build_platform(settings)
     base = f"http://{host}:{port}"
@@ -78,6 +82,10 @@ def run(
     if not settings.admin_password:
         console.print(f"  admin      credentials in {creds} (written on first start)")
     _serve(platform.create_app("Mercato"), host, port)
+
+
+def _local(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
 
 
 def _enable_demo() -> None:

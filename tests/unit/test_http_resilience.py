@@ -288,3 +288,23 @@ async def test_per_call_policy_override() -> None:
         with pytest.raises(UpstreamError):
             await http.post("/oauth/token", retry=http.retry.single_attempt())
     assert len(seen) == 1
+
+
+async def test_stream_retries_the_head_then_hands_over_an_unread_body() -> None:
+    fake = FakeTime()
+    transport, seen = scripted(503, 429, 200)
+    async with client(transport, fake) as http, http.stream("GET", "/export") as response:
+        assert response.status_code == 200
+        body = b"".join([chunk async for chunk in response.aiter_bytes()])
+    assert body == b'{"n":3}' and len(seen) == 3 and len(fake.sleeps) == 2
+    assert response.is_closed
+
+
+async def test_stream_gives_up_like_request() -> None:
+    fake = FakeTime()
+    transport, seen = scripted(503)
+    async with client(transport, fake, RetryPolicy(attempts=2)) as http:
+        with pytest.raises(UpstreamError) as caught:
+            async with http.stream("GET", "/export"):
+                pass
+    assert caught.value.status == 503 and len(seen) == 2

@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -223,7 +224,29 @@ class ResilientClient:
         self, method: str, url: str, *, retry: RetryPolicy | None = None, **kwargs: Any
     ) -> httpx.Response:
         """Send with retries; `kwargs` are those of `httpx.AsyncClient.request` but `timeout`."""
-        policy = retry or self.retry
+        return await self._send_with_retries(method, url, retry or self.retry, False, kwargs)
+
+    @asynccontextmanager
+    async def stream(
+        self, method: str, url: str, *, retry: RetryPolicy | None = None, **kwargs: Any
+    ) -> AsyncIterator[httpx.Response]:
+        """Like `request`, but the body is left for the caller to iterate (constant memory).
+
+        Retries and the breaker cover getting the answer's status and headers; once the body
+        flows, a failure is the caller's (a half-read body cannot be retried transparently).
+        Each read of the body is bounded by the policy's attempt timeout.
+        """
+        response = await self._send_with_retries(
+            method, url, retry or self.retry, True, dict(kwargs)
+        )
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def _send_with_retries(
+        self, method: str, url: str, policy: RetryPolicy, stream: bool, kwargs: dict[str, Any]
+    ) -> httpx.Response:
         send_kwargs = {k: kwargs.pop(k) for k in _SEND_KWARGS if k in kwargs}
         deadline = self._clock() + policy.total_timeout
         status: int | None = None
@@ -245,8 +268,9 @@ class ResilientClient:
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(timeout):
-                    # Not streamed: the body is read inside the attempt's time limit.
-                    response = await self._client.send(request, **send_kwargs)
+                    # Not streamed: the body is read inside the attempt's time limit; streamed:
+                    # the head is, and each later read has the attempt timeout.
+                    response = await self._client.send(request, stream=stream, **send_kwargs)
             except _RETRYABLE_ERRORS as exc:
                 self.breaker.record_failure()
                 status, retry_after = None, None
@@ -291,6 +315,8 @@ class ResilientClient:
                 if not _retryable_status(status):
                     return response
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                if stream:
+                    await response.aclose()
                 reason = f"HTTP {status}"
             if attempt >= policy.attempts:
                 break

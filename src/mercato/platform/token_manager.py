@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hmac
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote_plus
@@ -127,6 +129,10 @@ class TokenManager:
     def __repr__(self) -> str:
         return f"TokenManager(name={self.name!r}, token_url={self.token_url!r})"
 
+    def secret_differs(self, secret: str) -> bool:
+        """Whether `secret` is not this manager's (constant time; the secret is never shown)."""
+        return not hmac.compare_digest(self._secret.get_secret_value().encode(), secret.encode())
+
     def renew_at(self, token: StoredToken) -> float:
         """When to start renewing: `min(renew_before_seconds, renew_fraction * lifetime)` early.
 
@@ -170,6 +176,34 @@ class TokenManager:
         await self.invalidate(token)
         token = await self.get_token()
         return await self._send(method, url, token, headers, kwargs)
+
+    @asynccontextmanager
+    async def stream(
+        self, method: str, url: str, *, via: ResilientClient | None = None, **kwargs: Any
+    ) -> AsyncIterator[httpx.Response]:
+        """`call` for a body to iterate, with the same 401 rule.
+
+        `via` sends through another upstream's client (an API that trusts this token server
+        but is not it, such as catalog for identity's tokens); by default this manager's own.
+        """
+        http = via or self._http
+        if not isinstance(http, ResilientClient):
+            raise TypeError("streaming needs a ResilientClient")
+        headers = dict(kwargs.pop("headers", None) or {})
+        token = await self.get_token()
+        async with http.stream(
+            method, url, headers={**headers, "Authorization": f"Bearer {token}"}, **kwargs
+        ) as response:
+            if response.status_code != 401:
+                yield response
+                return
+        log.info("upstream refused the token; fetching another", upstream=self.name)
+        await self.invalidate(token)
+        token = await self.get_token()
+        async with http.stream(
+            method, url, headers={**headers, "Authorization": f"Bearer {token}"}, **kwargs
+        ) as response:
+            yield response
 
     async def status(self) -> TokenStatus:
         """The shared state as seen from here."""

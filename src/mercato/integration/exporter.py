@@ -1,0 +1,218 @@
+"""The product CSV export (seed 000, DESIGN §5): authenticate, fetch, write, rotate.
+
+Constant memory: the catalog's NDJSON export is read line by line and each product becomes one
+CSV row at once. Atomic: rows go to a hidden temporary file in the export directory, which is
+flushed, fsynced and then renamed to `products_YYYYMMDD_HHMMSS.csv` in one step, so a reader
+sees either no file or the whole file. Only files recorded in the database are listed, served
+and rotated.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from mercato.integration.domain import (
+    CSV_HEADER,
+    BadProduct,
+    JobSpec,
+    RunOutcome,
+    csv_row,
+    export_file_name,
+    files_to_rotate,
+)
+from mercato.integration.jobs import Job, RunContext
+from mercato.integration.store import ExportFile, ExportFiles
+from mercato.platform.http import ResilientClient
+from mercato.platform.token_manager import TokenManager
+from mercato.platform.uow import UnitOfWorkFactory
+
+log = structlog.get_logger("mercato.integration.export")
+
+EXPORT_PATH = "/api/v1/products/export"
+TEMP_SUFFIX = ".part"
+
+
+class CsvExportWriter:
+    """Writes rows to a hidden temp file, then publishes it by rename (or removes it)."""
+
+    def __init__(self, directory: Path, file_name: str, *, header: bool) -> None:
+        self.directory = directory
+        self.final = directory / file_name
+        self.temp = directory / f".{file_name}{TEMP_SUFFIX}"
+        self.rows = 0
+        directory.mkdir(parents=True, exist_ok=True)
+        # newline="": the csv module writes its own \r\n line ends (RFC 4180).
+        self._file = self.temp.open("w", encoding="utf-8", newline="")
+        self._writer = csv.writer(self._file)
+        if header:
+            self._writer.writerow(CSV_HEADER)
+
+    def write(self, row: tuple[str, ...]) -> None:
+        """Append one row."""
+        self._writer.writerow(row)
+        self.rows += 1
+
+    def publish(self) -> int:
+        """Flush, fsync and rename into place; returns the file's size in bytes."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.temp, self.final)
+        return self.final.stat().st_size
+
+    def discard(self) -> None:
+        """Drop the temp file (a failed run leaves nothing behind)."""
+        if not self._file.closed:
+            self._file.close()
+        with suppress(FileNotFoundError):
+            self.temp.unlink()
+
+
+class ExportProducts(Job):
+    """Write every catalog product to a timestamped CSV file, keeping the newest N."""
+
+    def __init__(
+        self,
+        spec: JobSpec,
+        *,
+        tokens: Callable[[], Awaitable[TokenManager | None]],
+        catalog: ResilientClient,
+        directory: Path,
+        pattern: str,
+        header: bool,
+        keep: int,
+        uow: UnitOfWorkFactory,
+        problem: Callable[[], Awaitable[str | None]],
+        path: str = EXPORT_PATH,
+    ) -> None:
+        self.spec = spec
+        self._tokens = tokens
+        self._catalog = catalog
+        self.directory = directory
+        self.pattern = pattern
+        self.header = header
+        self.keep = keep
+        self._uow = uow
+        self._problem = problem
+        self.path = path
+        self._last_problem: str | None = None
+
+    def disabled_reason(self) -> str | None:
+        """See `Job` (as of the last `refresh`)."""
+        return self._last_problem
+
+    async def refresh(self) -> str | None:
+        """Re-check whether the job can run (credentials may arrive after start)."""
+        self._last_problem = await self._problem()
+        return self._last_problem
+
+    async def run(self, ctx: RunContext) -> RunOutcome:
+        """See `Job`."""
+        started = time.perf_counter()
+        log.info("export step 1: authenticating with identity")
+        step = time.perf_counter()
+        tokens = await self._tokens()
+        if tokens is None:
+            raise RuntimeError(await self.refresh() or "no exporter credentials")
+        await tokens.get_token()
+        log.info("export step 1 done: access token obtained", duration_ms=_ms(step))
+
+        async with self._uow() as uow:
+            taken = await ExportFiles(uow.connection).newest_first()
+        on_disk = [p.name for p in self.directory.glob("*.csv")] if self.directory.exists() else []
+        file_name = export_file_name(self.pattern, ctx.now(), [*taken, *on_disk])
+        writer = CsvExportWriter(self.directory, file_name, header=self.header)
+        log.info("export step 2: fetching products from catalog", path=self.path)
+        step = time.perf_counter()
+        try:
+            skipped = await self._copy(tokens, writer, ctx)
+            fetch_ms = _ms(step)
+            size = writer.publish()
+        except BaseException:
+            writer.discard()
+            raise
+        log.info(
+            "export step 2 done: products fetched",
+            products=writer.rows + skipped,
+            duration_ms=fetch_ms,
+        )
+        log.info(
+            "export step 3 done: products written to CSV",
+            rows=writer.rows,
+            skipped=skipped,
+            bytes=size,
+            file=str(writer.final),
+        )
+        record = ExportFile(file_name, ctx.run_id, writer.rows, size, ctx.now())
+        try:
+            async with self._uow() as uow:
+                await ExportFiles(uow.connection).add(record)
+        except BaseException:
+            writer.final.unlink(missing_ok=True)  # unrecorded files are never served
+            raise
+        step = time.perf_counter()
+        removed = await self._rotate()
+        log.info(
+            "export step 4 done: old files rotated",
+            removed=removed,
+            keep=self.keep,
+            duration_ms=_ms(step),
+        )
+        log.info(
+            "product export completed",
+            rows=writer.rows,
+            file=str(writer.final),
+            duration_ms=_ms(started),
+        )
+        counts = {"rows": writer.rows, "skipped": skipped, "bytes": size, "rotated": removed}
+        return RunOutcome(counts=counts, output=file_name)
+
+    async def _copy(self, tokens: TokenManager, writer: CsvExportWriter, ctx: RunContext) -> int:
+        skipped = 0
+        headers = {"Accept": "application/x-ndjson"}
+        async with tokens.stream("GET", self.path, via=self._catalog, headers=headers) as response:
+            if response.status_code != 200:
+                raise RuntimeError(f"catalog export answered HTTP {response.status_code}")
+            total = _int(response.headers.get("X-Total-Count"))
+            ctx.progress(0, total)
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                try:
+                    product: Any = json.loads(line)
+                    if not isinstance(product, dict):
+                        raise BadProduct("not a JSON object")
+                    writer.write(csv_row(product))
+                except (BadProduct, ValueError) as exc:
+                    skipped += 1
+                    log.warning("export line skipped", error=str(exc)[:200])
+                if (writer.rows + skipped) % 1000 == 0:
+                    ctx.progress(writer.rows + skipped, total)
+            ctx.progress(writer.rows + skipped, total)
+        return skipped
+
+    async def _rotate(self) -> int:
+        async with self._uow() as uow:
+            files = ExportFiles(uow.connection)
+            doomed = files_to_rotate(await files.newest_first(), self.keep)
+            await files.remove(doomed)
+        for name in doomed:
+            (self.directory / name).unlink(missing_ok=True)
+        return len(doomed)
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+
+
+def _ms(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)

@@ -1,0 +1,140 @@
+"""A `TokenStore` in the integration database, for installations without Redis.
+
+Why a table rather than memory in embedded mode: the budget is what the upstream enforces on us
+whatever happens to our process. A memory store forgets it on restart, so a process restarted
+five times in an hour would spend a 5/hour budget on start-up alone and then be refused for the
+rest of the hour. The SQLite file survives restarts and is shared by every process on the data
+dir (a `mercato jobs run` next to `mercato run`); on PostgreSQL it is shared by every replica.
+
+Atomicity: `try_acquire_budget` runs in one write transaction. On SQLite that transaction begins
+IMMEDIATE (the platform's engine does so for every writer), so it holds the database's write
+lock from its first statement; on PostgreSQL the upstream's `token_cache` row is locked
+`FOR UPDATE` first, so two replicas' budget checks on one upstream serialise.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mercato.integration.tables import token_cache, token_requests
+from mercato.platform.db import Database, insert_ignore
+from mercato.platform.token_stores import StoredToken
+
+
+class SqlTokenStore:
+    """Token cache, rolling-hour budget and fetch lock in the service's own database."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def _row(self, conn: AsyncConnection, name: str, *, lock: bool) -> None:
+        await insert_ignore(conn, token_cache, {"name": name}, ["name"])
+        if lock:
+            stmt = select(token_cache.c.name).where(token_cache.c.name == name)
+            await conn.execute(stmt.with_for_update())
+
+    async def load_token(self, name: str) -> StoredToken | None:
+        """See `TokenStore`."""
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        token_cache.c.access_token,
+                        token_cache.c.issued_at,
+                        token_cache.c.expires_at,
+                    ).where(token_cache.c.name == name)
+                )
+            ).first()
+        if row is None or row.access_token is None:
+            return None
+        return StoredToken(
+            access_token=row.access_token, issued_at=row.issued_at, expires_at=row.expires_at
+        )
+
+    async def save_token(self, name: str, token: StoredToken, *, now: float) -> None:
+        """See `TokenStore`."""
+        async with self._db.transaction() as conn:
+            await self._row(conn, name, lock=False)
+            await conn.execute(
+                update(token_cache)
+                .where(token_cache.c.name == name)
+                .values(
+                    access_token=token.access_token,
+                    issued_at=token.issued_at,
+                    expires_at=token.expires_at,
+                )
+            )
+
+    async def clear_token(self, name: str, *, only_if: str | None = None) -> None:
+        """See `TokenStore` (a compare-and-delete when `only_if` is given)."""
+        condition = token_cache.c.name == name
+        if only_if is not None:
+            condition = and_(condition, token_cache.c.access_token == only_if)
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                update(token_cache)
+                .where(condition)
+                .values(access_token=None, issued_at=None, expires_at=None)
+            )
+
+    async def try_acquire_budget(
+        self, name: str, *, now: float, limit: int, window: float
+    ) -> tuple[bool, float]:
+        """See `TokenStore`: checked and recorded in one serialised transaction."""
+        async with self._db.transaction() as conn:
+            await self._row(conn, name, lock=True)
+            await conn.execute(
+                delete(token_requests).where(
+                    token_requests.c.name == name, token_requests.c.at <= now - window
+                )
+            )
+            in_window = token_requests.c.name == name
+            used, oldest = (
+                await conn.execute(
+                    select(func.count(), func.min(token_requests.c.at)).where(in_window)
+                )
+            ).one()
+            if used < limit:
+                await conn.execute(token_requests.insert().values(name=name, at=now))
+                return True, 0.0
+            return False, max(0.0, float(oldest) + window - now)
+
+    async def requests_in_window(self, name: str, *, now: float, window: float) -> int:
+        """See `TokenStore`."""
+        async with self._db.read() as conn:
+            count = (
+                await conn.execute(
+                    select(func.count()).where(
+                        token_requests.c.name == name, token_requests.c.at > now - window
+                    )
+                )
+            ).scalar_one()
+        return int(count)
+
+    async def acquire_lock(self, name: str, owner: str, *, ttl: float, now: float) -> bool:
+        """See `TokenStore`: a conditional update, so exactly one owner wins."""
+        async with self._db.transaction() as conn:
+            await self._row(conn, name, lock=False)
+            result = await conn.execute(
+                update(token_cache)
+                .where(
+                    token_cache.c.name == name,
+                    or_(
+                        token_cache.c.lock_owner.is_(None),
+                        token_cache.c.lock_owner == owner,
+                        token_cache.c.lock_until <= now,
+                    ),
+                )
+                .values(lock_owner=owner, lock_until=now + ttl)
+            )
+            return result.rowcount == 1
+
+    async def release_lock(self, name: str, owner: str) -> None:
+        """See `TokenStore`."""
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                update(token_cache)
+                .where(token_cache.c.name == name, token_cache.c.lock_owner == owner)
+                .values(lock_owner=None, lock_until=None)
+            )
