@@ -39,42 +39,28 @@ async def apply_user_state(deps: IdentityDeps, uow: UnitOfWork, incoming: Creden
     return True
 
 
+def _credential(event: UserCreated | UserUpdated) -> Credential:
+    # Both events carry the user's whole state, so both become the same replica row.
+    return Credential(
+        user_id=event.user_id,
+        username=event.username,
+        email=event.email,
+        password_hash=event.password_hash,
+        roles=tuple(event.roles),
+        status=event.status,
+        version=event.version,
+        changed_at=event.occurred_at,
+    )
+
+
 async def on_user_created(ctx: ServiceContext, envelope: Envelope, uow: UnitOfWork) -> None:
     """A new user: add their credentials."""
-    event = envelope.payload(UserCreated)
-    await apply_user_state(
-        deps_of(ctx),
-        uow,
-        Credential(
-            user_id=event.user_id,
-            username=event.username,
-            email=event.email,
-            password_hash=event.password_hash,
-            roles=tuple(event.roles),
-            status=event.status,
-            version=event.version,
-            changed_at=event.occurred_at,
-        ),
-    )
+    await apply_user_state(deps_of(ctx), uow, _credential(envelope.payload(UserCreated)))
 
 
 async def on_user_updated(ctx: ServiceContext, envelope: Envelope, uow: UnitOfWork) -> None:
     """A changed user: replace their credentials with the event's full state."""
-    event = envelope.payload(UserUpdated)
-    await apply_user_state(
-        deps_of(ctx),
-        uow,
-        Credential(
-            user_id=event.user_id,
-            username=event.username,
-            email=event.email,
-            password_hash=event.password_hash,
-            roles=tuple(event.roles),
-            status=event.status,
-            version=event.version,
-            changed_at=event.occurred_at,
-        ),
-    )
+    await apply_user_state(deps_of(ctx), uow, _credential(envelope.payload(UserUpdated)))
 
 
 async def on_user_deleted(ctx: ServiceContext, envelope: Envelope, uow: UnitOfWork) -> None:
