@@ -26,7 +26,8 @@ events_app = typer.Typer(help="Inspect and operate the event backbone.", no_args
 app.add_typer(events_app, name="events")
 app.add_typer(identity_app, name="identity")
 register_integration(app)  # `mercato partner`, `mercato integration ...`, `mercato jobs ...`
-console = Console()
+# soft_wrap: URLs stay whole when the output is a pipe or a log file, not an 80-column wrap.
+console = Console(soft_wrap=True)
 
 
 def _settings(data_dir: Path | None = None) -> Settings:

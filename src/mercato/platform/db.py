@@ -78,7 +78,8 @@ class Database:
         self.schema: str | None = None
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                # 0700: the files hold password hashes and identity's signing keys.
+                Path(parsed.database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.engine: AsyncEngine = create_async_engine(
                 url, echo=echo, pool_size=8, max_overflow=8, pool_timeout=60
             )
