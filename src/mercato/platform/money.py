@@ -27,10 +27,12 @@ def parse_money(value: Any) -> Decimal:
         raise ValueError("not a number") from None
     if not amount.is_finite():
         raise ValueError("an amount must be finite")
-    if amount != amount.quantize(CENT, rounding="ROUND_DOWN"):
-        raise ValueError("at most two decimal places")
+    # Bounded before quantizing: quantize raises InvalidOperation (not a ValueError, so a 500)
+    # on a huge exponent such as "1e400".
     if abs(amount) > MAX_AMOUNT:
         raise ValueError(f"an amount must not exceed {MAX_AMOUNT}")
+    if amount != amount.quantize(CENT, rounding="ROUND_DOWN"):
+        raise ValueError("at most two decimal places")
     return amount.quantize(CENT)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -42,6 +43,8 @@ class Settings(BaseSettings):
     relay_poll_seconds: float = Field(default=1.0, gt=0)
     consumer_batch_size: int = Field(default=200, ge=1, le=10_000)
     max_body_bytes: int = 1024 * 1024
+    # The most a person may add to their own wallet in one top-up (admins are not capped).
+    wallet_topup_limit: Decimal = Field(default=Decimal("10000.00"), gt=0, max_digits=12)
 
     @field_validator("event_retry_delays", mode="before")
     @classmethod

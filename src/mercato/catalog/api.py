@@ -1,0 +1,204 @@
+"""Catalog's product routes (DESIGN §2): parse, call a use case, shape the answer."""
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from mercato.catalog import service
+from mercato.catalog.domain import Product
+from mercato.catalog.store import ProductFilter
+from mercato.platform.auth import Principal
+from mercato.platform.errors import Forbidden, Invalid, Unauthorized
+from mercato.platform.money import Money
+from mercato.platform.pagination import Page, PageDep
+from mercato.platform.service import ServiceContext
+
+READ_SCOPE = "catalog.read"
+NDJSON = "application/x-ndjson"
+Stock = Annotated[int, Field(ge=0, le=1_000_000_000, strict=True)]
+Price = Annotated[Money, Field(ge=0)]
+
+
+class ProductIn(BaseModel):
+    """A new product (POST), or the whole new state of one (PUT)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=5000)
+    author: str | None = Field(default=None, max_length=200)
+    category: str | None = Field(default=None, max_length=100)
+    price: Price
+    stock: Stock = 0
+    owner_id: UUID | None = None
+    active: Annotated[bool, Field(strict=True)] = True
+
+
+class ProductPatch(BaseModel):
+    """Fields to change; `{"active": false}` withdraws a product from sale."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=5000)
+    author: str | None = Field(default=None, max_length=200)
+    category: str | None = Field(default=None, max_length=100)
+    price: Price | None = None
+    stock: Stock | None = None
+    owner_id: UUID | None = None
+    active: Annotated[bool, Field(strict=True)] | None = None
+
+
+REQUIRED = ("name", "price", "stock", "active")
+
+
+class ProductOut(BaseModel):
+    """A product as the API answers it."""
+
+    id: str
+    name: str
+    description: str | None
+    author: str | None
+    category: str | None
+    price: Money
+    currency: str
+    stock: int
+    active: bool
+    status: Literal["available", "unavailable"]
+    owner_id: str | None
+    external_id: str | None
+    source: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, product: Product) -> "ProductOut":
+        """The public view of a product."""
+        return cls(
+            id=product.id,
+            name=product.name,
+            description=product.description,
+            author=product.author,
+            category=product.category,
+            price=product.price,
+            currency=product.currency,
+            stock=product.stock,
+            active=product.active,
+            status="available" if product.available else "unavailable",
+            owner_id=product.owner_id,
+            external_id=product.external_id,
+            source=product.source,
+            created_at=product.created_at,
+            updated_at=product.updated_at,
+        )
+
+
+_PAGE = TypeAdapter(Page[ProductOut])
+
+
+def _values(body: BaseModel, fields: set[str] | None = None) -> dict[str, Any]:
+    values = body.model_dump(include=fields)
+    if values.get("owner_id") is not None:
+        values["owner_id"] = str(values["owner_id"])
+    return values
+
+
+def build_router(ctx: ServiceContext) -> APIRouter:
+    """The product routes, bound to catalog's context."""
+    router = APIRouter(tags=["catalog"])
+    Admin = Annotated[Principal, Depends(ctx.auth.require_admin)]
+    Reader = Annotated[Principal, Depends(ctx.auth.require_scope(READ_SCOPE))]
+
+    @router.get("/api/v1/products", response_model=Page[ProductOut])
+    async def list_products(
+        request: Request,
+        page: PageDep,
+        q: Annotated[str | None, Query(max_length=200)] = None,
+        category: Annotated[str | None, Query(max_length=100)] = None,
+        available: bool | None = None,
+        source: Annotated[str | None, Query(max_length=32)] = None,
+        sort: Literal["created_at", "-created_at"] = "created_at",
+        include_inactive: bool = False,
+    ) -> Response:
+        """Products on the shelf (withdrawn ones too for admins and `catalog.read` clients)."""
+        if include_inactive:
+            caller = await ctx.auth.optional(request)
+            if caller is None:
+                raise Unauthorized("include_inactive needs an admin or a catalog.read token")
+            if not (caller.is_admin or caller.has_scope(READ_SCOPE)):
+                raise Forbidden("include_inactive needs an admin or a catalog.read token")
+        flt = ProductFilter(
+            q=q or None,
+            category=category,
+            available=available,
+            source=source,
+            include_inactive=include_inactive,
+            newest_first=sort == "-created_at",
+        )
+        found, total = await service.list_products(ctx.database, flt, page.skip, page.limit)
+        body = Page[ProductOut](
+            items=[ProductOut.of(p) for p in found], total=total, skip=page.skip, limit=page.limit
+        )
+        # Serialized once here rather than validated again by FastAPI: listings are the
+        # hottest read path (bench/catalog.py).
+        return Response(_PAGE.dump_json(body), media_type="application/json")
+
+    @router.get(
+        "/api/v1/products/export",
+        response_class=StreamingResponse,
+        responses={200: {"content": {NDJSON: {}}, "description": "one product per line"}},
+    )
+    async def export(_: Reader) -> StreamingResponse:
+        """Every product, withdrawn ones too, as NDJSON in `created_at, id` order."""
+
+        async def lines() -> AsyncIterator[bytes]:
+            async for product in service.export_products(ctx.database):
+                yield ProductOut.of(product).model_dump_json().encode() + b"\n"
+
+        return StreamingResponse(lines(), media_type=NDJSON)
+
+    @router.get("/api/v1/products/{product_id}")
+    async def get_product(product_id: UUID) -> ProductOut:
+        """One product (withdrawn ones too: orders link to them)."""
+        return ProductOut.of(await service.get_product(ctx.uow, str(product_id)))
+
+    @router.post("/api/v1/products", status_code=status.HTTP_201_CREATED)
+    async def create_product(_: Admin, body: ProductIn) -> ProductOut:
+        """Add a product (emits `product.upserted`)."""
+        return ProductOut.of(await service.create_product(ctx.uow, _values(body)))
+
+    @router.put("/api/v1/products/{product_id}")
+    async def put_product(_: Admin, product_id: UUID, body: ProductIn) -> ProductOut:
+        """Replace a product's editable fields (omitted optional ones back to defaults)."""
+        product = await service.update_product(
+            ctx.uow, str(product_id), _values(body), replace_all=True
+        )
+        return ProductOut.of(product)
+
+    @router.patch("/api/v1/products/{product_id}")
+    async def patch_product(_: Admin, product_id: UUID, body: ProductPatch) -> ProductOut:
+        """Change some fields; `{"active": false}` withdraws the product from sale."""
+        nulled = [f for f in REQUIRED if f in body.model_fields_set and getattr(body, f) is None]
+        if nulled:
+            raise Invalid(
+                f"{', '.join(nulled)} cannot be null",
+                errors=[
+                    {"loc": ["body", f], "msg": "may not be null", "type": "value_error"}
+                    for f in nulled
+                ],
+            )
+        changes = _values(body, set(body.model_fields_set))
+        return ProductOut.of(await service.update_product(ctx.uow, str(product_id), changes))
+
+    @router.delete("/api/v1/products/{product_id}", status_code=status.HTTP_204_NO_CONTENT)
+    async def delete_product(_: Admin, product_id: UUID) -> Response:
+        """Remove a product (emits `product.deleted`); 404 afterwards."""
+        await service.delete_product(ctx.uow, str(product_id))
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    return router

@@ -1,0 +1,3 @@
+from mercato.platform.migrations import run_env
+
+run_env()

@@ -1,0 +1,165 @@
+"""Orders' side of the saga: record each answer, announce completion or failure.
+
+Each handler locks the order row, applies a transition of `domain` and, when it announces one,
+emits `order.completed` / `order.failed` in the same transaction. A duplicate or late answer is
+outside the state machine's edges and changes nothing.
+
+A late success after a failure needs no action here: `order.failed` was emitted when the order
+failed, and wallet and catalog undo what they did for it whichever of `order.placed` and
+`order.failed` they see first (see `wallet.payments` and `catalog.stock`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+
+import structlog
+
+from mercato.accounts.contracts import UserDeleted
+from mercato.catalog.contracts import (
+    ProductDeleted,
+    ProductUpserted,
+    StockRejected,
+    StockReleased,
+    StockReserved,
+)
+from mercato.orders.contracts import OrderCompleted, OrderFailed
+from mercato.orders.domain import (
+    Announce,
+    Order,
+    PaymentStep,
+    ReplicaProduct,
+    StockStep,
+    Transition,
+    fail,
+    record_payment,
+    record_stock,
+    replica_applies,
+)
+from mercato.orders.store import OrderRepository, ReplicaRepository
+from mercato.platform.clock import utcnow
+from mercato.platform.uow import UnitOfWork
+from mercato.wallet.contracts import PaymentDebited, PaymentRefunded, PaymentRejected
+
+log = structlog.get_logger("mercato.orders")
+
+USER_DELETED = "user_deleted"
+
+
+async def _announce(uow: UnitOfWork, transition: Transition) -> None:
+    order = transition.order
+    if transition.announce is Announce.COMPLETED:
+        await uow.emit(
+            OrderCompleted(
+                order_id=order.id,
+                user_id=order.user_id,
+                total=order.total,
+                occurred_at=order.updated_at,
+            ),
+            subject=order.id,
+        )
+        log.info("order completed", order_id=order.id)
+    elif transition.announce is Announce.FAILED:
+        await uow.emit(
+            OrderFailed(
+                order_id=order.id,
+                user_id=order.user_id,
+                reason=order.fail_reason or "failed",
+                occurred_at=order.updated_at,
+            ),
+            subject=order.id,
+        )
+        log.info("order failed", order_id=order.id, reason=order.fail_reason)
+
+
+async def _apply(uow: UnitOfWork, order_id: str, step: Callable[[Order], Transition]) -> None:
+    repo = OrderRepository(uow.connection)
+    order = await repo.get(order_id, for_update=True)
+    if order is None:
+        # Answers follow `order.placed`, which commits with its order: this is not ours.
+        log.warning("answer for an unknown order ignored", order_id=order_id)
+        return
+    transition = step(order)
+    if not transition.changed:
+        return
+    await repo.save_state(transition.order)
+    await _announce(uow, transition)
+
+
+async def payment_debited(uow: UnitOfWork, event: PaymentDebited) -> None:
+    """Wallet took the total."""
+    await _apply(uow, event.order_id, lambda o: record_payment(o, PaymentStep.DEBITED, utcnow()))
+
+
+async def payment_rejected(uow: UnitOfWork, event: PaymentRejected) -> None:
+    """Wallet refused: the order fails with its reason (unless it already ended)."""
+    await _apply(
+        uow,
+        event.order_id,
+        lambda o: record_payment(o, PaymentStep.REJECTED, utcnow(), event.reason),
+    )
+
+
+async def payment_refunded(uow: UnitOfWork, event: PaymentRefunded) -> None:
+    """Wallet gave a failed order's debit back."""
+    await _apply(uow, event.order_id, lambda o: record_payment(o, PaymentStep.REFUNDED, utcnow()))
+
+
+async def stock_reserved(uow: UnitOfWork, event: StockReserved) -> None:
+    """Catalog took the stock."""
+    await _apply(uow, event.order_id, lambda o: record_stock(o, StockStep.RESERVED, utcnow()))
+
+
+async def stock_rejected(uow: UnitOfWork, event: StockRejected) -> None:
+    """Catalog refused: the order fails with its reason (unless it already ended)."""
+    await _apply(
+        uow, event.order_id, lambda o: record_stock(o, StockStep.REJECTED, utcnow(), event.reason)
+    )
+
+
+async def stock_released(uow: UnitOfWork, event: StockReleased) -> None:
+    """Catalog gave a failed order's stock back."""
+    await _apply(uow, event.order_id, lambda o: record_stock(o, StockStep.RELEASED, utcnow()))
+
+
+async def user_deleted(uow: UnitOfWork, event: UserDeleted) -> None:
+    """A deleted user's pending orders fail (wallet and catalog then undo their part)."""
+    repo = OrderRepository(uow.connection)
+    for order in await repo.pending_of(event.user_id):
+        transition = fail(order, USER_DELETED, utcnow())
+        await repo.save_state(transition.order)
+        await _announce(uow, transition)
+
+
+async def product_upserted(uow: UnitOfWork, event: ProductUpserted) -> None:
+    """Keep the replica's name, price and active flag, ignoring a state older than ours."""
+    replica = ReplicaRepository(uow.connection)
+    existing = await replica.get(event.product_id, for_update=True)
+    if replica_applies(existing, event.version):
+        await replica.put(
+            ReplicaProduct(
+                product_id=event.product_id,
+                name=event.name,
+                price=event.price,
+                active=event.active,
+                version=event.version,
+            )
+        )
+
+
+async def product_deleted(uow: UnitOfWork, event: ProductDeleted) -> None:
+    """Tombstone the product so it can no longer be ordered (old orders keep their lines)."""
+    replica = ReplicaRepository(uow.connection)
+    existing = await replica.get(event.product_id, for_update=True)
+    if replica_applies(existing, event.version):
+        await replica.put(
+            ReplicaProduct(
+                product_id=event.product_id,
+                name=existing.name if existing else "",
+                price=existing.price if existing else Decimal("0.00"),
+                active=False,
+                version=event.version,
+                deleted=True,
+            )
+        )
