@@ -39,9 +39,13 @@ test: lint
 test-fast: install
 	$(BIN)/python -m pytest tests/unit -q
 
+# Benchmarks print figures next to their baselines; they never fail on time.
 bench: install
 	$(BIN)/python bench/events.py
 	$(BIN)/python bench/identity.py
+	$(BIN)/python bench/saga.py
+	$(BIN)/python bench/catalog.py
+	$(BIN)/python bench/export.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

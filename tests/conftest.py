@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from mercato.platform.settings import Settings
 from tests import services
-from tests.harness import distributed_settings, embedded_settings
+from tests.harness import delete_broker_topology, distributed_settings, embedded_settings
 
 # Tests never read a developer's .env or environment by accident.
 for _key in [k for k in os.environ if k.startswith("MERCATO_")]:
@@ -86,14 +87,17 @@ def database_url(request: pytest.FixtureRequest, data_dir: Path) -> str:
 
 
 @pytest.fixture(params=["embedded", "distributed"])
-def backend(request: pytest.FixtureRequest, data_dir: Path) -> Settings:
+def backend(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[Settings]:
     """Settings for one backend: embedded (SQLite, in-process) or distributed (PG, RabbitMQ,
     Redis). Tests taking this fixture run once on each."""
     if request.param == "embedded":
-        return embedded_settings(data_dir)
-    return distributed_settings(
+        yield embedded_settings(data_dir)
+        return
+    settings = distributed_settings(
         data_dir,
         request.getfixturevalue("pg_database_url"),
         request.getfixturevalue("rabbitmq_url"),
         request.getfixturevalue("redis_url"),
     )
+    yield settings
+    asyncio.run(delete_broker_topology(settings))

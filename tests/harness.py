@@ -86,6 +86,33 @@ async def stack(settings: Settings, services: Sequence[str] | None = None) -> As
         await platform.stop()
 
 
+async def delete_broker_topology(settings: Settings) -> None:
+    """Delete the queues and exchanges stacks on `settings` declared (each is a quorum queue, a
+    Raft group on the broker: left behind by hundreds of tests they wear the test broker down).
+    Called when a test ends, not when a stack stops: a test may restart a stack on the same
+    queues to see a backlog applied."""
+    import aio_pika
+
+    from mercato.app import load_modules
+
+    assert settings.broker_url is not None
+    names: list[str] = []
+    for module in load_modules():
+        if module.handlers:
+            main = f"{settings.broker_queue_prefix}.{module.name}"
+            delays = sorted(set(settings.event_retry_delays))
+            names += [main, f"{main}.dead", *(f"{main}.retry.{round(d * 1000)}ms" for d in delays)]
+    connection = await aio_pika.connect(settings.broker_url)
+    try:
+        channel = await connection.channel()
+        for name in names:
+            await channel.queue_delete(name)
+        for exchange in (settings.broker_exchange, f"{settings.broker_exchange}.dlx"):
+            await channel.exchange_delete(exchange)
+    finally:
+        await connection.close()
+
+
 async def eventually(
     check: Callable[[], Awaitable[bool]], *, timeout: float = 20.0, what: str = "condition"
 ) -> None:
@@ -196,3 +223,37 @@ async def identity_version(s: Stack, user_id: str) -> int | None:
             )
         ).first()
     return None if row is None else int(row[0])
+
+
+async def machine(s: Stack, scopes: list[str], client_id: str = "robot") -> dict[str, str]:
+    """Headers with a machine's client-credentials token carrying `scopes`.
+
+    Through identity when this stack runs it: an admin registers the client, which then asks
+    `/oauth/token` for its token. Otherwise signed by the test key (no `roles` claim).
+    """
+    if "identity" not in s.platform.contexts:
+        token, _ = issue_access_token(
+            _TEST_KEY,
+            issuer=s.settings.issuer,
+            audience=s.settings.audience,
+            subject=client_id,
+            client_id=client_id,
+            scopes=scopes,
+            roles=None,
+            lifetime_seconds=900,
+        )
+        return {"Authorization": f"Bearer {token}"}
+    boss = await admin(s)
+    made = await s.client.post(
+        "/api/v1/admin/clients",
+        headers=boss.headers,
+        json={"client_id": client_id, "name": client_id, "scopes": scopes},
+    )
+    assert made.status_code == 201, made.text
+    answer = await s.client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials", "scope": " ".join(scopes)},
+        auth=(client_id, made.json()["client_secret"]),
+    )
+    assert answer.status_code == 200, answer.text
+    return {"Authorization": f"Bearer {answer.json()['access_token']}"}

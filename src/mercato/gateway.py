@@ -20,7 +20,7 @@ ROUTES: Mapping[str, tuple[str, ...]] = {
         "/api/v1/admin/clients",
         "/api/v1/admin/keys/",
     ),
-    "catalog": ("/api/v1/products", "/api/v1/sync/"),
+    "catalog": ("/api/v1/products",),
     "wallet": ("/api/v1/wallet/",),
     "orders": ("/api/v1/orders", "/api/v1/admin/orders"),
     "integration": (
@@ -28,6 +28,8 @@ ROUTES: Mapping[str, tuple[str, ...]] = {
         "/api/v1/jobs",
         "/api/v1/exports",
         "/api/v1/external-orders",
+        # The external product sync is integration's job; catalog applies what it announces.
+        "/api/v1/sync/",
     ),
 }
 
@@ -123,6 +125,16 @@ http {{
     }}
 }}
 """
+
+
+def owner_of(path: str) -> str | None:
+    """The service the gateway sends `path` to (longest matching prefix), if any."""
+    best: tuple[int, str] | None = None
+    for service, prefixes in ROUTES.items():
+        for prefix in prefixes:
+            if path.startswith(prefix) and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), service)
+    return best[1] if best else None
 
 
 def compose_upstreams() -> dict[str, list[str]]:

@@ -1,12 +1,7 @@
-"""Seed 002's walkthrough against `mercato run`, as a user does it: real logins, real HTTP.
-
-It needs identity's login; until `mercato.identity.module` exists in this installation the
-test is skipped with that reason, and it runs by itself once identity is merged.
-"""
+"""Seed 002's walkthrough against `mercato run`, as a user does it: real logins, real HTTP."""
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -20,11 +15,6 @@ from tests.e2e.conftest import RunningPlatform, start_platform, stop_platform
 
 ADMIN_PASSWORD = "Admin-Pass-1234"
 PASSWORD = "Correct-Horse-9"
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("mercato.identity.module") is None,
-    reason="needs identity's login (POST /api/v1/auth/login): identity is not merged yet",
-)
 
 
 @pytest.fixture

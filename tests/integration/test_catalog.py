@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
-from mercato.platform.auth import issue_access_token
+from mercato.platform.events.envelope import Envelope
 from mercato.platform.events.tables import outbox
+from mercato.platform.ids import new_id_str
 from mercato.platform.settings import Settings
 from tests.commerce import create_product
-from tests.harness import _TEST_KEY, Stack, admin, embedded_settings, register_user, stack
+from tests.harness import Stack, admin, embedded_settings, eventually, machine, register_user, stack
+from tests.integration.partner_server import fault, partner
 
-SERVICES = ["accounts", "catalog"]
+SERVICES = ["accounts", "identity", "catalog"]
 
 
 async def product_events(s: Stack) -> list[dict[str, object]]:
@@ -24,21 +28,6 @@ async def product_events(s: Stack) -> list[dict[str, object]]:
             .order_by(outbox.c.seq)
         )
         return [json.loads(raw) for (raw,) in rows]
-
-
-def machine_headers(s: Stack, scopes: list[str]) -> dict[str, str]:
-    """A client-credentials token (no `roles` claim), signed by the harness's test key."""
-    token, _ = issue_access_token(
-        _TEST_KEY,
-        issuer=s.settings.issuer,
-        audience=s.settings.audience,
-        subject="exporter",
-        client_id="mercato-exporter",
-        scopes=scopes,
-        roles=None,
-        lifetime_seconds=300,
-    )
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def test_admin_crud_with_versioned_events(backend: Settings) -> None:
@@ -120,7 +109,7 @@ async def test_listing_filters_sorts_and_pages(data_dir: Path) -> None:
         assert denied.status_code == 403
         everything = await names("?include_inactive=true", headers=boss.headers)
         assert "Hidden" in everything and len(everything) == 4
-        reader = machine_headers(s, ["catalog.read"])
+        reader = await machine(s, ["catalog.read"])
         assert "Hidden" in await names("?include_inactive=true", headers=reader)
         assert (await s.client.get(f"/api/v1/products/{hidden['id']}")).json()["active"] is False
 
@@ -141,7 +130,7 @@ async def test_export_streams_every_product_as_ndjson_in_creation_order(backend:
         assert (
             await s.client.get("/api/v1/products/export", headers=jane.headers)
         ).status_code == 403
-        for headers in (boss.headers, machine_headers(s, ["catalog.read"])):
+        for headers in (boss.headers, await machine(s, ["catalog.read"], "reader2")):
             answer = await s.client.get("/api/v1/products/export", headers=headers)
             assert answer.status_code == 200
             assert answer.headers["content-type"].startswith("application/x-ndjson")
@@ -152,60 +141,87 @@ async def test_export_streams_every_product_as_ndjson_in_creation_order(backend:
             assert keys == sorted(keys)
 
 
-async def test_external_sync_runs_upsert_by_source_and_external_id(backend: Settings) -> None:
-    async with stack(backend, SERVICES) as s:
-        boss = await admin(s)
-        syncer = machine_headers(s, ["catalog.sync"])
-        queued = await s.client.post("/api/v1/sync/trigger", headers=boss.headers)
-        assert queued.status_code == 202
-        run_id = queued.json()["run_id"]
-        again = await s.client.post("/api/v1/sync/trigger", headers=boss.headers)
-        assert again.json()["run_id"] == run_id  # one queued run at a time
-        assert (
-            await s.client.post("/api/v1/sync/runs/claim", headers=boss.headers, json={})
-        ).status_code == 422
-        claimed = await s.client.post(
-            "/api/v1/sync/runs/claim", headers=syncer, json={"source": "partner"}
-        )
-        assert claimed.status_code == 200 and claimed.json()["id"] == run_id
-        assert claimed.json()["status"] == "running"
-        none_left = await s.client.post(
-            "/api/v1/sync/runs/claim", headers=syncer, json={"source": "partner"}
-        )
-        assert none_left.status_code == 204
-        page = [
-            {"external_id": "1", "name": "Phone", "price": 99.5, "stock": 3, "category": "tech"},
-            {"external_id": "2", "name": "Lamp", "price": "10", "author": "Ikea"},
-            {"external_id": "3", "name": "Bad", "price": "1.234"},
-            {"name": "No id", "price": 1},
-        ]
-        url = f"/api/v1/sync/runs/{run_id}/products"
-        first = await s.client.post(url, headers=syncer, json={"products": page})
-        assert first.status_code == 200, first.text
-        assert first.json() | {"errors": []} == {
-            "run_id": run_id,
-            "created": 2,
-            "updated": 0,
-            "unchanged": 0,
-            "failed": 2,
-            "errors": [],
-        }
-        assert [e["index"] for e in first.json()["errors"]] == [2, 3]
-        page[0]["price"] = 89
-        second = (await s.client.post(url, headers=syncer, json={"products": page[:2]})).json()
-        assert (second["created"], second["updated"], second["unchanged"]) == (0, 1, 1)
-        done = await s.client.post(
-            f"/api/v1/sync/runs/{run_id}/finish",
-            headers=syncer,
-            json={"status": "succeeded", "next_run_at": "2030-01-01T00:00:00Z"},
-        )
-        assert done.json()["status"] == "succeeded"
-        assert (await s.client.post(url, headers=syncer, json={"products": []})).status_code == 409
-        status = (await s.client.get("/api/v1/sync/status", headers=boss.headers)).json()
-        [run] = status["runs"]
-        assert (run["created"], run["updated"], run["unchanged"], run["failed"]) == (2, 1, 1, 2)
-        assert status["next_run_at"].startswith("2030-01-01")
-        listed = (await s.client.get("/api/v1/products?source=partner")).json()["items"]
-        assert {(p["external_id"], p["price"]) for p in listed} == {("1", "89.00"), ("2", "10.00")}
-        jane = await register_user(s, "jane")
-        assert (await s.client.get("/api/v1/sync/status", headers=jane.headers)).status_code == 403
+async def test_partner_products_sync_into_the_catalog_by_source_and_external_id(
+    backend: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with partner() as base:
+        monkeypatch.setenv("MERCATO_EXTERNAL_BASE_URL", base)
+        monkeypatch.setenv("MERCATO_EXTERNAL_CLIENT_ID", "partner-client")
+        monkeypatch.setenv("MERCATO_EXTERNAL_CLIENT_SECRET", "partner-secret")
+        monkeypatch.setenv("MERCATO_JOB_SYNC_EXTERNAL_PRODUCTS_INITIAL_DELAY", "3600")
+        async with stack(backend) as s:
+            boss = await admin(s)
+
+            async def sync_once() -> dict[str, object]:
+                queued = await s.client.post("/api/v1/sync/trigger", headers=boss.headers)
+                assert queued.status_code == 202, queued.text
+                run_id = queued.json()["run_id"]
+                found: dict[str, object] = {}
+
+                async def finished() -> bool:
+                    status = await s.client.get("/api/v1/sync/status", headers=boss.headers)
+                    runs = {r["id"]: r for r in status.json()["runs"]}
+                    found.update(runs.get(run_id) or {})
+                    return found.get("status") in ("succeeded", "failed")
+
+                await eventually(finished, what="the sync run to finish")
+                assert found["status"] == "succeeded", found
+                return found
+
+            async def partner_products() -> list[dict[str, object]]:
+                page = await s.client.get(
+                    "/api/v1/products?source=partner&limit=500&include_inactive=true",
+                    headers=boss.headers,
+                )
+                return list(page.json()["items"])
+
+            first = await sync_once()
+            assert (first["created"], first["failed"]) == (30, 0)
+
+            async def all_there() -> bool:
+                return len(await partner_products()) == 30
+
+            await eventually(all_there, what="30 partner products in the catalog")
+            before = {p["external_id"]: p for p in await partner_products()}
+            assert all(p["source"] == "partner" for p in before.values())
+
+            second = await sync_once()
+            assert (second["created"], second["updated"], second["unchanged"]) == (0, 0, 30)
+
+            # An admin withdraws one; a change at the partner updates it but keeps it withdrawn.
+            three = before["3"]
+            withdrawn = await s.client.patch(
+                f"/api/v1/products/{three['id']}", headers=boss.headers, json={"active": False}
+            )
+            assert withdrawn.status_code == 200
+            await fault(base, update_product={"id": 3, "price": 9.99})
+            third = await sync_once()
+            assert (third["created"], third["updated"]) == (0, 1)
+
+            async def repriced() -> bool:
+                product = (await s.client.get(f"/api/v1/products/{three['id']}")).json()
+                return bool(product["price"] == "9.99")
+
+            await eventually(repriced, what="the partner's new price in the catalog")
+            product = (await s.client.get(f"/api/v1/products/{three['id']}")).json()
+            assert product["active"] is False
+            after = {p["external_id"]: p for p in await partner_products()}
+            assert len(after) == 30
+            assert {k: v["updated_at"] for k, v in after.items() if k != "3"} == {
+                k: v["updated_at"] for k, v in before.items() if k != "3"
+            }
+
+            # An old announcement delivered again (a redelivery) never puts the old price back.
+            async with s.platform.databases["integration"].read() as conn:
+                rows = await conn.execute(
+                    select(outbox.c.envelope).where(
+                        outbox.c.event_type == "external_product.synced",
+                        outbox.c.subject == "partner:3",
+                    )
+                )
+                oldest = Envelope.from_json(rows.scalars().first() or "")
+            stale = oldest.model_copy(update={"id": new_id_str()})
+            await s.platform.redeliver("catalog", stale)
+            await asyncio.sleep(0.5)
+            product = (await s.client.get(f"/api/v1/products/{three['id']}")).json()
+            assert product["price"] == "9.99"

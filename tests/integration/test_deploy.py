@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mercato.gateway import ROUTES, compose_nginx_conf, render_nginx
+from mercato.gateway import ROUTES, compose_nginx_conf, owner_of, render_nginx
 from tests.services import IN_CI
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -64,3 +64,23 @@ def test_compose_file_is_valid() -> None:
         timeout=60,
     )
     assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.parametrize("service", list(ROUTES))
+def test_the_gateway_sends_every_route_of_a_service_to_that_service(service: str) -> None:
+    from mercato.app import create_service_app
+
+    app = create_service_app(service)
+    shared = (
+        "/health",
+        "/ready",
+        "/metrics",
+        "/docs",
+        "/redoc",
+        "/openapi.json",
+        "/api/v1/events/",
+    )
+    paths = {path for path in app.openapi()["paths"] if not path.startswith(shared)}
+    assert paths, f"{service} serves no routes"
+    misrouted = {path: owner_of(path) for path in paths if owner_of(path) != service}
+    assert misrouted == {}

@@ -16,7 +16,7 @@ import pytest
 
 from tests.harness import Stack, admin, embedded_settings, register_user, stack
 
-SERVICES = ["accounts", "identity"]
+SERVICES = None  # every service
 
 # (method, path, JSON body or None)
 ADMIN_ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -31,6 +31,30 @@ ADMIN_ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/api/v1/events/accounts/stats", None),
     ("GET", "/api/v1/events/identity/stats", None),
     ("POST", "/api/v1/events/identity/dead-letters/{client_id}/replay", None),
+    # catalog
+    ("POST", "/api/v1/products", {"name": "Book", "price": "9.99", "stock": 1}),
+    ("PUT", "/api/v1/products/{missing_id}", {"name": "Book", "price": "9.99"}),
+    ("PATCH", "/api/v1/products/{missing_id}", {"active": False}),
+    ("DELETE", "/api/v1/products/{missing_id}", None),
+    # orders
+    ("GET", "/api/v1/admin/orders", None),
+    # integration
+    ("GET", "/api/v1/integration/token/status", None),
+    ("DELETE", "/api/v1/integration/token", None),
+    ("GET", "/api/v1/jobs", None),
+    ("POST", "/api/v1/jobs/export-products/run", None),
+    ("GET", "/api/v1/jobs/export-products/runs", None),
+    ("GET", "/api/v1/exports", None),
+    ("GET", "/api/v1/exports/products_20260101_000000.csv", None),
+    ("GET", "/api/v1/external-orders", None),
+    ("POST", "/api/v1/sync/trigger", None),
+    ("GET", "/api/v1/sync/status", None),
+    # the backbone of every other service
+    *[
+        ("GET", f"/api/v1/events/{service}/{what}", None)
+        for service in ("catalog", "wallet", "orders", "integration")
+        for what in ("dead-letters", "stats")
+    ],
 ]
 
 
@@ -73,7 +97,11 @@ async def env(data_dir: Path) -> AsyncIterator[tuple[Stack, Callers]]:
                 "machine": {"Authorization": f"Bearer {reader}"},
                 "machine with mercato.admin": {"Authorization": f"Bearer {operator}"},
             },
-            values={"user_id": jane.id, "client_id": "no-such-client"},
+            values={
+                "user_id": jane.id,
+                "client_id": "no-such-client",
+                "missing_id": "01a20e6b-0000-7000-8000-000000000000",
+            },
         )
         yield s, callers
 

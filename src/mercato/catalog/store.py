@@ -69,25 +69,15 @@ reservations = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
-sync_runs = Table(
-    "sync_runs",
+# The provider state last applied to each synced product (by when integration fetched it), so
+# a redelivered or overtaken `external_product.synced` never puts an older state back.
+external_marks = Table(
+    "external_marks",
     metadata,
-    Column("id", String(36), primary_key=True),
-    Column("source", String(32), nullable=True),
-    Column("trigger", String(16), nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("requested_by", String(128), nullable=True),
-    Column("requested_at", UTCDateTime, nullable=False),
-    Column("started_at", UTCDateTime, nullable=True),
-    Column("finished_at", UTCDateTime, nullable=True),
-    Column("created", Integer, nullable=False, default=0),
-    Column("updated", Integer, nullable=False, default=0),
-    Column("unchanged", Integer, nullable=False, default=0),
-    Column("failed", Integer, nullable=False, default=0),
-    Column("error", Text, nullable=True),
-    Column("next_run_at", UTCDateTime, nullable=True),
+    Column("source", String(32), primary_key=True),
+    Column("external_id", String(100), primary_key=True),
+    Column("fetched_at", UTCDateTime, nullable=False),
 )
-Index("ix_sync_runs_requested_at", sync_runs.c.requested_at)
 
 _FIELDS = product_fields()
 
@@ -172,6 +162,30 @@ class ProductRepository:
             self.conn, products, _row(product), ["source", "external_id"]
         )
         return inserted == 1
+
+    async def external_mark(self, source: str, external_id: str) -> datetime | None:
+        """When the provider state last applied to this product was fetched, if ever."""
+        query = select(external_marks.c.fetched_at).where(
+            external_marks.c.source == source, external_marks.c.external_id == external_id
+        )
+        return (await self.conn.execute(query)).scalar_one_or_none()
+
+    async def set_external_mark(self, source: str, external_id: str, fetched_at: datetime) -> None:
+        """Record the provider state just applied."""
+        done = await insert_ignore(
+            self.conn,
+            external_marks,
+            {"source": source, "external_id": external_id, "fetched_at": fetched_at},
+            ["source", "external_id"],
+        )
+        if not done:
+            await self.conn.execute(
+                update(external_marks)
+                .where(
+                    external_marks.c.source == source, external_marks.c.external_id == external_id
+                )
+                .values(fetched_at=fetched_at)
+            )
 
     async def save(self, product: Product) -> None:
         """Write a changed product."""

@@ -1,4 +1,4 @@
-"""Catalog: products, stock reservations by order, external-sync runs.
+"""Catalog: products, stock reservations by order, marks of applied provider states.
 
 Revision ID: catalog_0001
 Revises:
@@ -56,27 +56,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("order_id", name="pk_reservations"),
     )
     op.create_table(
-        "sync_runs",
-        sa.Column("id", sa.String(36), nullable=False),
-        sa.Column("source", sa.String(32), nullable=True),
-        sa.Column("trigger", sa.String(16), nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("requested_by", sa.String(128), nullable=True),
-        sa.Column("requested_at", UTCDateTime, nullable=False),
-        sa.Column("started_at", UTCDateTime, nullable=True),
-        sa.Column("finished_at", UTCDateTime, nullable=True),
-        sa.Column("created", sa.Integer, nullable=False),
-        sa.Column("updated", sa.Integer, nullable=False),
-        sa.Column("unchanged", sa.Integer, nullable=False),
-        sa.Column("failed", sa.Integer, nullable=False),
-        sa.Column("error", sa.Text, nullable=True),
-        sa.Column("next_run_at", UTCDateTime, nullable=True),
-        sa.PrimaryKeyConstraint("id", name="pk_sync_runs"),
+        "external_marks",
+        sa.Column("source", sa.String(32), nullable=False),
+        sa.Column("external_id", sa.String(100), nullable=False),
+        sa.Column("fetched_at", UTCDateTime, nullable=False),
+        sa.PrimaryKeyConstraint("source", "external_id", name="pk_external_marks"),
     )
-    op.create_index("ix_sync_runs_requested_at", "sync_runs", ["requested_at"])
 
 
 def downgrade() -> None:
-    op.drop_table("sync_runs")
+    op.drop_table("external_marks")
     op.drop_table("reservations")
     op.drop_table("products")
