@@ -128,3 +128,13 @@ async def test_every_answer_carries_a_correlation_id(client: httpx.AsyncClient) 
     # An id that is not a plain token is replaced, never reflected.
     odd = await client.get("/health", headers={"X-Correlation-ID": "<script>"})
     assert odd.headers["x-correlation-id"] != "<script>"
+
+
+async def test_metrics_label_requests_by_route_template(client: httpx.AsyncClient) -> None:
+    from prometheus_client import generate_latest
+
+    await client.post("/things", json={"name": "a", "count": 1})
+    await client.get("/no/such/thing")
+    lines = generate_latest().decode().splitlines()
+    assert any('route="/things",status="200"' in line for line in lines)
+    assert any('route="unmatched",status="404"' in line for line in lines)

@@ -13,7 +13,6 @@ import structlog
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mercato import __version__
@@ -137,13 +136,10 @@ class _BodyTooLarge(Exception):
 
 def _route_template(scope: Scope) -> str:
     # Label by route template, not raw path, so ids don't explode the metric's cardinality.
-    app = scope.get("app")
-    router = getattr(app, "router", None)
-    for route in getattr(router, "routes", []):
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return str(getattr(route, "path", "unmatched"))
-    return "unmatched"
+    # The router records the route it matched in the scope; matching again would cost a walk
+    # over every route on every request.
+    route = scope.get("route")
+    return str(getattr(route, "path", None) or "unmatched")
 
 
 async def _send_problem(send: Send, status: int, detail: str, correlation_id: str) -> None:
