@@ -163,7 +163,13 @@ async def main() -> None:
 
     emb_dir = tmp / "embedded"
     emb_dir.mkdir()
-    embedded = await run(embedded_settings(emb_dir), args.orders, args.concurrency, args.seconds)
+    # The production relay poll (the tests' 50 ms would add polling load a real setup has not).
+    embedded = await run(
+        embedded_settings(emb_dir, relay_poll_seconds=1.0),
+        args.orders,
+        args.concurrency,
+        args.seconds,
+    )
     base = args.baseline_events / await events_bench.through_backbone(
         f"sqlite+aiosqlite:///{tmp / 'p.db'}",
         f"sqlite+aiosqlite:///{tmp / 'c.db'}",
@@ -181,7 +187,9 @@ async def main() -> None:
         try:
             dist_dir = tmp / "distributed"
             dist_dir.mkdir()
-            settings = distributed_settings(dist_dir, pg_url, rabbit, services.REDIS_URL)
+            settings = distributed_settings(
+                dist_dir, pg_url, rabbit, services.REDIS_URL, relay_poll_seconds=1.0
+            )
             dist = await run(settings, args.orders, args.concurrency, args.seconds)
             base = args.baseline_events / await events_bench.through_backbone(
                 pg_url, pg_url, "rabbitmq", args.baseline_events, rabbit

@@ -20,13 +20,16 @@ from aio_pika.exceptions import ChannelNotFoundEntity
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
 
 from mercato.platform.db import Database
-from mercato.platform.events.consumer import Delivery, EventConsumer, InTransaction, Outcome
-from mercato.platform.events.envelope import Envelope, EventPayload
-from mercato.platform.events.rabbitmq import (
-    PublishFailedError,
-    RabbitMQConsumerRunner,
-    RabbitMQTransport,
+from mercato.platform.events.consumer import (
+    BatchTransaction,
+    Delivery,
+    EventConsumer,
+    InTransaction,
+    Outcome,
 )
+from mercato.platform.events.envelope import Envelope, EventPayload
+from mercato.platform.events.rabbitmq import PublishFailedError, RabbitMQTransport
+from mercato.platform.events.rabbitmq_consumer import RabbitMQConsumerRunner
 from mercato.platform.events.relay import OutboxRelay
 from mercato.platform.events.tables import dead_letters, inbox
 from mercato.platform.events.transport import Handler, Subscription
@@ -75,6 +78,15 @@ class RecordingConsumer(EventConsumer):
         result = await super().handle(envelope, attempt, in_transaction)
         self.outcomes.append((envelope.id, result.outcome))
         return result
+
+    async def handle_batch(
+        self, envelopes: Sequence[Envelope], in_transaction: BatchTransaction | None = None
+    ) -> list[Delivery | None]:
+        results = await super().handle_batch(envelopes, in_transaction)
+        self.outcomes += [
+            (env.id, r.outcome) for env, r in zip(envelopes, results, strict=True) if r is not None
+        ]
+        return results
 
     def outcomes_of(self, event_id: str) -> list[Outcome]:
         return [outcome for eid, outcome in self.outcomes if eid == event_id]

@@ -25,6 +25,8 @@ from mercato.platform.uow import UnitOfWork
 log = structlog.get_logger("mercato.events")
 
 InTransaction = Callable[[AsyncConnection], Awaitable[None]]
+# Runs inside each commit of a batch with the indexes (into the batch) that commit applies.
+BatchTransaction = Callable[[AsyncConnection, Sequence[int]], Awaitable[None]]
 MAX_ERROR_CHARS = 2000
 
 
@@ -44,6 +46,15 @@ class Delivery:
     outcome: Outcome
     delay: float = 0.0
     error: str | None = None
+
+
+class _HandlerFailed(Exception):
+    """A handler of a batch raised: which event (its position in the batch) and the error."""
+
+    def __init__(self, position: int, error: Exception) -> None:
+        super().__init__(position)
+        self.position = position
+        self.error = error
 
 
 def retry_delay(attempt: int, delays: Sequence[float]) -> float | None:
@@ -89,77 +100,115 @@ class EventConsumer:
                     await in_transaction(uow.connection)
             return Delivery(Outcome.DONE if fresh else Outcome.DUPLICATE)
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-            delay = retry_delay(attempt, self.retry_delays)
-            log.warning(
-                "event handler failed",
-                consumer=self.name,
-                attempt=attempt + 1,
-                retry_in=delay,
-                error_type=type(exc).__name__,
-                exc_info=True,
-                **envelope.for_log(),
-            )
-            if delay is None:
-                return Delivery(Outcome.DEAD, error=error)
-            return Delivery(Outcome.RETRY, delay=delay, error=error)
+            return self._failed(envelope, attempt, exc)
         finally:
             current_correlation_id.reset(corr_token)
             current_causation_id.reset(cause_token)
 
-    async def handle_batch(
-        self, envelopes: Sequence[Envelope], in_transaction: InTransaction | None = None
-    ) -> bool:
-        """Apply first deliveries of several events in one transaction; False if any failed.
+    def _failed(self, envelope: Envelope, attempt: int, exc: BaseException) -> Delivery:
+        """The delivery a failed attempt earns: a retry after the schedule's delay, or dead."""
+        error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        delay = retry_delay(attempt, self.retry_delays)
+        log.warning(
+            "event handler failed",
+            consumer=self.name,
+            attempt=attempt + 1,
+            retry_in=delay,
+            error_type=type(exc).__name__,
+            exc_info=exc,
+            **envelope.for_log(),
+        )
+        if delay is None:
+            return Delivery(Outcome.DEAD, error=error)
+        return Delivery(Outcome.RETRY, delay=delay, error=error)
 
-        The common case (every handler succeeds) then costs one commit for the whole batch.
-        When a handler fails the whole batch rolls back and nothing of it took effect, so the
-        caller applies the events one by one with `handle`, which retries only the failing one.
+    async def handle_batch(
+        self, envelopes: Sequence[Envelope], in_transaction: BatchTransaction | None = None
+    ) -> list[Delivery | None]:
+        """Apply first deliveries of several events in as few transactions as their handlers
+        allow: one when every handler succeeds.
+
+        A handler that raises is that event's failed first attempt (`RETRY` or `DEAD`, as
+        `handle` would answer; it is not run again here); the events before it are applied
+        again without it and those after it in the next transaction. `in_transaction` gets the
+        indexes applied in each commit (queue bookkeeping). An entry is None when the batch
+        stopped for another reason (the database, say): the caller applies those with `handle`.
         """
-        ids = [envelope.id for envelope in envelopes]
-        try:
-            async with UnitOfWork(self.database, self.name, self._on_commit) as uow:
-                seen = set(
-                    (
-                        await uow.connection.execute(
-                            select(inbox.c.event_id).where(
-                                inbox.c.consumer == self.name, inbox.c.event_id.in_(ids)
-                            )
-                        )
-                    ).scalars()
+        results: list[Delivery | None] = [None] * len(envelopes)
+        segments = [list(range(len(envelopes)))]
+        while segments:
+            segment = segments.pop(0)
+            if not segment:
+                continue
+            try:
+                outcomes = await self._apply(
+                    [envelopes[i] for i in segment], segment, in_transaction
                 )
-                fresh = list({e.id: e for e in envelopes if e.id not in seen}.values())
-                if fresh:
-                    now = utcnow()
+            except _HandlerFailed as failed:
+                position = failed.position
+                bad = segment[position]
+                results[bad] = self._failed(envelopes[bad], 0, failed.error)
+                segments[0:0] = [segment[:position], segment[position + 1 :]]
+                continue
+            except Exception as exc:
+                log.info(
+                    "batch stopped; its other events go one by one",
+                    consumer=self.name,
+                    error_type=type(exc).__name__,
+                )
+                return results
+            for index, outcome in zip(segment, outcomes, strict=True):
+                results[index] = Delivery(outcome)
+        return results
+
+    async def _apply(
+        self,
+        envelopes: Sequence[Envelope],
+        indexes: Sequence[int],
+        in_transaction: BatchTransaction | None,
+    ) -> list[Outcome]:
+        ids = [envelope.id for envelope in envelopes]
+        async with UnitOfWork(self.database, self.name, self._on_commit) as uow:
+            seen = set(
+                (
                     await uow.connection.execute(
-                        inbox.insert(),
-                        [
-                            {"consumer": self.name, "event_id": e.id, "processed_at": now}
-                            for e in fresh
-                        ],
+                        select(inbox.c.event_id).where(
+                            inbox.c.consumer == self.name, inbox.c.event_id.in_(ids)
+                        )
                     )
-                for envelope in fresh:
-                    handler = self.subscription.handlers.get(envelope.type)
-                    if handler is None:
-                        continue
-                    corr_token = current_correlation_id.set(envelope.correlation_id)
-                    cause_token = current_causation_id.set(envelope.id)
-                    try:
-                        await handler(envelope, uow)
-                    finally:
-                        current_correlation_id.reset(corr_token)
-                        current_causation_id.reset(cause_token)
-                if in_transaction is not None:
-                    await in_transaction(uow.connection)
-        except Exception as exc:
-            log.info(
-                "batch rolled back; applying its events one by one",
-                consumer=self.name,
-                size=len(envelopes),
-                error_type=type(exc).__name__,
+                ).scalars()
             )
-            return False
-        return True
+            first_of: dict[str, int] = {}
+            for position, envelope in enumerate(envelopes):
+                if envelope.id not in seen:
+                    first_of.setdefault(envelope.id, position)
+            outcomes = [
+                Outcome.DONE if first_of.get(e.id) == p else Outcome.DUPLICATE
+                for p, e in enumerate(envelopes)
+            ]
+            if first_of:
+                now = utcnow()
+                await uow.connection.execute(
+                    inbox.insert(),
+                    [{"consumer": self.name, "event_id": i, "processed_at": now} for i in first_of],
+                )
+            for position in first_of.values():
+                envelope = envelopes[position]
+                handler = self.subscription.handlers.get(envelope.type)
+                if handler is None:
+                    continue
+                corr_token = current_correlation_id.set(envelope.correlation_id)
+                cause_token = current_causation_id.set(envelope.id)
+                try:
+                    await handler(envelope, uow)
+                except Exception as exc:
+                    raise _HandlerFailed(position, exc) from exc
+                finally:
+                    current_correlation_id.reset(corr_token)
+                    current_causation_id.reset(cause_token)
+            if in_transaction is not None:
+                await in_transaction(uow.connection, indexes)
+        return outcomes
 
     async def bury(
         self,

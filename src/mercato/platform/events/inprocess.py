@@ -8,8 +8,9 @@ behind a failing one.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
 
 import structlog
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mercato.platform.aio import wait_any
 from mercato.platform.db import Database, insert_ignore
-from mercato.platform.events.consumer import EventConsumer, Outcome
+from mercato.platform.events.consumer import Delivery, EventConsumer, Outcome
 from mercato.platform.events.envelope import Envelope
 from mercato.platform.events.tables import incoming
 
@@ -71,6 +72,7 @@ class InProcessQueue:
         self.batch_size = batch_size
         self.poll = poll
         self._wake = asyncio.Event()
+        self._retries: list[float] = []  # heap of when retries scheduled here fall due
 
     @property
     def name(self) -> str:
@@ -104,44 +106,54 @@ class InProcessQueue:
         if not rows:
             return 0
         envelopes = [Envelope.from_json(raw) for _, raw, _ in rows]
-        # First deliveries go through together; anything retried, or a batch that failed, one
-        # by one so a failing event never holds back the ones behind it.
-        first = [(row, env) for row, env in zip(rows, envelopes, strict=True) if row[2] == 0]
+        # First deliveries go through together (see `handle_batch`); retried events, and any the
+        # batch left, one by one, so a failing event never holds back the ones behind it.
+        first = [(row[0], env) for row, env in zip(rows, envelopes, strict=True) if row[2] == 0]
+        settled: set[int] = set()
         if len(first) > 1:
-            seqs = [row[0] for row, _ in first]
+            seqs = [seq for seq, _ in first]
 
-            async def remove_batch(conn: AsyncConnection) -> None:
-                await conn.execute(delete(incoming).where(incoming.c.seq.in_(seqs)))
+            async def remove_applied(conn: AsyncConnection, indexes: Sequence[int]) -> None:
+                applied = [seqs[i] for i in indexes]
+                await conn.execute(delete(incoming).where(incoming.c.seq.in_(applied)))
 
-            if await self.consumer.handle_batch([env for _, env in first], remove_batch):
-                done = set(seqs)
-                rows_left = [
-                    (r, e) for r, e in zip(rows, envelopes, strict=True) if r[0] not in done
-                ]
-            else:
-                rows_left = list(zip(rows, envelopes, strict=True))
-        else:
-            rows_left = list(zip(rows, envelopes, strict=True))
-        for (seq, _, attempts), envelope in rows_left:
-            await self._process(seq, envelope, attempts)
+            results = await self.consumer.handle_batch([e for _, e in first], remove_applied)
+            for (seq, envelope), result in zip(first, results, strict=True):
+                if result is not None:
+                    settled.add(seq)
+                    await self._conclude(seq, envelope, 0, result)
+        for (seq, _, attempts), envelope in zip(rows, envelopes, strict=True):
+            if seq not in settled:
+                await self._process(seq, envelope, attempts)
         return len(rows)
 
     async def _process(self, seq: int, envelope: Envelope, attempts: int) -> None:
         """Apply one event in its own transaction; schedule a retry or bury it on failure."""
+        result = await self.consumer.handle(envelope, attempts, in_transaction=self._remover(seq))
+        await self._conclude(seq, envelope, attempts, result)
 
+    @staticmethod
+    def _remover(seq: int) -> Callable[[AsyncConnection], Awaitable[None]]:
         async def remove(conn: AsyncConnection) -> None:
             await conn.execute(delete(incoming).where(incoming.c.seq == seq))
 
-        result = await self.consumer.handle(envelope, attempts, in_transaction=remove)
+        return remove
+
+    async def _conclude(
+        self, seq: int, envelope: Envelope, attempts: int, result: Delivery
+    ) -> None:
+        """Schedule the retry or bury the event as `result` says (applied ones are gone)."""
         if result.outcome is Outcome.RETRY:
+            due = time.time() + result.delay
             async with self.consumer.database.transaction() as conn:
                 await conn.execute(
                     update(incoming)
                     .where(incoming.c.seq == seq)
-                    .values(attempts=attempts + 1, available_at=time.time() + result.delay)
+                    .values(attempts=attempts + 1, available_at=due)
                 )
+            heapq.heappush(self._retries, due)
         elif result.outcome is Outcome.DEAD:
-            await self.consumer.bury(envelope, attempts + 1, result.error or "", remove)
+            await self.consumer.bury(envelope, attempts + 1, result.error or "", self._remover(seq))
 
     async def next_due_in(self) -> float | None:
         """Seconds until the earliest waiting event is due, or None when the queue is empty."""
@@ -155,15 +167,30 @@ class InProcessQueue:
             ).scalar()
         return None if earliest is None else max(0.0, float(earliest) - time.time())
 
+    def _next_retry_in(self) -> float | None:
+        # Retries this loop scheduled are remembered in memory, so a quiet loop does not query
+        # the table for them after every batch; anything else (events queued by another
+        # process) is found by the poll.
+        now = time.time()
+        while self._retries and self._retries[0] <= now - 1.0:
+            heapq.heappop(self._retries)  # long due: the last run took it
+        return max(0.0, self._retries[0] - now) if self._retries else None
+
     async def run(self, stop: asyncio.Event) -> None:
         """Drain until `stop` is set, sleeping until woken, the next retry is due, or the poll."""
+        try:
+            first_due = await self.next_due_in()
+            if first_due is not None:
+                heapq.heappush(self._retries, time.time() + first_due)
+        except Exception:
+            log.exception("in-process consumer could not read its queue", consumer=self.name)
         while not stop.is_set():
             self._wake.clear()
             try:
                 done = await self.run_once()
                 if done >= self.batch_size:
                     continue
-                due = await self.next_due_in()
+                due = self._next_retry_in()
             except Exception:
                 log.exception("in-process consumer loop failed", consumer=self.name)
                 due = self.poll
