@@ -24,7 +24,8 @@ from mercato.platform.uow import UnitOfWork, UnitOfWorkFactory
 
 log = structlog.get_logger("mercato.catalog")
 
-EXPORT_BATCH = 500
+# Products per keyset page of the bulk export (and per chunk of its HTTP stream).
+EXPORT_BATCH = 2000
 
 
 async def emit_upserted(uow: UnitOfWork, product: Product) -> None:
@@ -132,8 +133,8 @@ async def list_products(
         return await ProductRepository(conn).page(flt, skip, limit)
 
 
-async def export_products(database: Database) -> AsyncIterator[Product]:
-    """Every product in `created_at, id` order, fetched in keyset pages of 500.
+async def export_pages(database: Database) -> AsyncIterator[list[Product]]:
+    """Every product in `created_at, id` order, in keyset pages of `EXPORT_BATCH`.
 
     Each page is its own short read, so memory stays constant and no transaction stays open
     while a slow reader consumes the stream.
@@ -142,8 +143,8 @@ async def export_products(database: Database) -> AsyncIterator[Product]:
     while True:
         async with database.read() as conn:
             batch = await ProductRepository(conn).after(cursor, EXPORT_BATCH)
-        for product in batch:
-            yield product
+        if batch:
+            yield batch
         if len(batch) < EXPORT_BATCH:
             return
         last = batch[-1]

@@ -18,8 +18,10 @@ from sqlalchemy import (
     Text,
     and_,
     func,
+    literal,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import RowMapping
@@ -219,11 +221,11 @@ class ProductRepository:
         query = select(products).order_by(products.c.created_at, products.c.id).limit(limit)
         if cursor is not None:
             created_at, product_id = cursor
+            # A row-value comparison: SQLite and PostgreSQL both walk the (created_at, id) index
+            # from the cursor; the equivalent OR form made SQLite rescan from the start.
             query = query.where(
-                or_(
-                    products.c.created_at > created_at,
-                    and_(products.c.created_at == created_at, products.c.id > product_id),
-                )
+                tuple_(products.c.created_at, products.c.id)
+                > tuple_(literal(created_at, UTCDateTime()), literal(product_id))
             )
         rows = await self.conn.execute(query)
         return [_product(r) for r in rows.mappings()]
