@@ -34,6 +34,12 @@ def build() -> httpx.AsyncClient:
     async def conflict() -> None:
         raise Conflict("name already taken")
 
+    @router.get("/redis-down")
+    async def redis_down() -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        raise RedisConnectionError("Connection closed by server.")
+
     @router.post("/boom")
     async def boom(body: dict[str, str]) -> None:
         assert body  # a local holding the request body
@@ -138,3 +144,9 @@ async def test_metrics_label_requests_by_route_template(client: httpx.AsyncClien
     lines = generate_latest().decode().splitlines()
     assert any('route="/things",status="200"' in line for line in lines)
     assert any('route="unmatched",status="404"' in line for line in lines)
+
+
+async def test_shared_state_outage_is_503_with_retry_after(client: httpx.AsyncClient) -> None:
+    answer = await client.get("/redis-down")
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+    assert answer.headers["content-type"] == PROBLEM

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 from fastapi import APIRouter
@@ -66,7 +67,7 @@ async def prune(ctx: ServiceContext) -> None:
 
 
 def background(ctx: ServiceContext) -> Sequence[BackgroundTask]:
-    """The pruning loop."""
+    """The pruning loop, and (with Redis) the loop that keeps revocations in the shared store."""
 
     async def loop(stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -74,7 +75,35 @@ def background(ctx: ServiceContext) -> Sequence[BackgroundTask]:
             if not stop.is_set():
                 await prune(ctx)
 
-    return [loop]
+    if ctx.shared.redis is None:
+        return [loop]
+    return [loop, shared_revocations_keeper(ctx)]
+
+
+def shared_revocations_keeper(ctx: ServiceContext) -> BackgroundTask:
+    """Put the revocations back in Redis whenever Redis has lost them.
+
+    A Redis without persistence (or a new one) forgets every revoked token on restart, and a
+    logged-out token would be accepted again until it expires. Identity's own table has them
+    all: a marker key, set after each copy, tells whether Redis still holds them.
+    """
+    marker = f"{ctx.settings.redis_prefix}:revoked-synced"
+    redis: Any = ctx.shared.redis
+    assert redis is not None
+
+    async def keep(stop: asyncio.Event) -> None:
+        deps = deps_of(ctx)
+        while not stop.is_set():
+            try:
+                if not await redis.exists(marker):
+                    restored = await restore_revocations(deps)
+                    await redis.set(marker, b"1")
+                    log.info("revocations copied to the shared store", revocations=restored)
+            except Exception as exc:
+                log.warning("shared revocation check failed", error=f"{type(exc).__name__}: {exc}")
+            await wait_any(stop, timeout=deps.settings.identity_revocation_check_seconds)
+
+    return keep
 
 
 MODULE = ServiceModule(

@@ -27,6 +27,8 @@ class IdentitySettings(BaseSettings):
     identity_key_passphrase: SecretStr | None = None
     # How often a replica re-reads the key table (to pick up a rotation made elsewhere).
     identity_key_refresh_seconds: float = Field(default=30.0, gt=0)
+    # How often the worker checks that Redis still holds the revocations (after a restart).
+    identity_revocation_check_seconds: float = Field(default=5.0, gt=0)
     # Login throttling: per account and per client address, failures beyond the free ones lock
     # further attempts out for a delay that doubles with each failure, up to the maximum.
     identity_login_free_failures: int = Field(default=5, ge=1)

@@ -10,6 +10,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mercato.platform.events.envelope import current_correlation_id
@@ -156,6 +157,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else _phrase(exc.status_code)
         return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RedisError)
+    async def _shared_state(request: Request, exc: RedisError) -> JSONResponse:
+        # Redis holds revocations, budgets and caches in the distributed mode: while it is
+        # unreachable the answer is "try again shortly", not an internal error.
+        log.warning(
+            "shared state unavailable", path=request.url.path, error_type=type(exc).__name__
+        )
+        return problem(
+            503, "shared state (Redis) unavailable; retry shortly", headers={"Retry-After": "1"}
+        )
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

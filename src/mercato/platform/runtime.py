@@ -305,5 +305,17 @@ def _redis_client(settings: Settings) -> Any:
     if not settings.redis_url:
         return None
     import redis.asyncio as redis
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from redis.retry import Retry
 
-    return redis.from_url(settings.redis_url, decode_responses=False)
+    # After a Redis restart every pooled connection is dead; retrying a command on a fresh
+    # connection turns that into a short pause instead of one failed request per connection.
+    return redis.from_url(
+        settings.redis_url,
+        decode_responses=False,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=15,
+    )
