@@ -18,9 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import cluster as cluster_bench
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sqlalchemy import func, select
 from starlette.applications import Starlette
@@ -86,10 +88,13 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--products", type=int, default=2000)
+    parser.add_argument(
+        "--no-cluster", action="store_true", help="skip the dev-cluster rows (1 and 2 replicas)"
+    )
     args = parser.parse_args()
     configure_logging("WARNING", json=True)
     data = Path(tempfile.mkdtemp(prefix="mercato-bench-catalog-"))
-    async with stack(embedded_settings(data), ["accounts", "catalog"]) as s:
+    async with stack(embedded_settings(data), ["accounts", "identity", "catalog"]) as s:
         boss = await admin(s)
         ctx = s.platform.contexts["catalog"]
         for i in range(args.products):
@@ -113,6 +118,14 @@ async def main() -> None:
     print(f"{'mercato (authenticated)':<28}{mercato:>10.0f} req/s")
     print(f"{'bare Starlette, same query':<28}{bare:>10.0f} req/s")
     print(f"{'ratio':<28}{mercato / bare:>10.0%}   (aim >= 50 %)")
+    if not args.no_cluster and cluster_bench.available():
+        for replicas in (1, 2):
+            async with cluster_bench.cluster(replicas) as gateway:
+                rate = await cluster_bench.listing(
+                    gateway, args.seconds, args.concurrency * 4, args.products
+                )
+            label = f"dev cluster, {replicas} replica(s)"
+            print(f"{label:<28}{rate:>10.0f} req/s   (real HTTP through nginx, same 2 cores)")
 
 
 if __name__ == "__main__":

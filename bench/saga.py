@@ -26,6 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import cluster as cluster_bench
 import events as events_bench
 from sqlalchemy import func, select
 from tests import services
@@ -153,6 +154,9 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--baseline-events", type=int, default=2000)
+    parser.add_argument(
+        "--no-cluster", action="store_true", help="skip the dev-cluster rows (1 and 2 replicas)"
+    )
     args = parser.parse_args()
     configure_logging("WARNING", json=True)
     tmp = Path(tempfile.mkdtemp(prefix="mercato-bench-saga-"))
@@ -201,6 +205,15 @@ async def main() -> None:
     else:
         print("note: PostgreSQL, RabbitMQ or Redis not reachable; distributed row skipped")
 
+    cluster_rows: list[tuple[str, dict[str, float]]] = []
+    if not args.no_cluster and cluster_bench.available():
+        for replicas in (1, 2):
+            async with cluster_bench.cluster(replicas) as gateway:
+                figures = await cluster_bench.saga(
+                    gateway, args.orders, args.concurrency, args.seconds
+                )
+            cluster_rows.append((f"dev cluster, {replicas} replica(s) each", figures))
+
     print(
         f"bench/saga.py: {args.orders} one-line orders by {args.concurrency} concurrent clients, "
         f"{USERS} buyers, in-process HTTP (ASGI), this machine"
@@ -215,6 +228,13 @@ async def main() -> None:
             f"{r['half_rate']:>10.0f}/s{r['p50_half']:>9.0f}{r['p99_half']:>9.0f}   "
             f"{base:>10.0f} ev/s"
         )
+    for name, r in cluster_rows:
+        print(
+            f"{name:<36}{r['rate']:>10.0f}{'':>9}{'':>9}   "
+            f"{r['half_rate']:>10.0f}/s{r['p50_half']:>9.0f}{r['p99_half']:>9.0f}"
+        )
+    if cluster_rows:
+        print("dev cluster rows: real HTTP through nginx from this process (sharing the 2 cores)")
     print(
         "each order is 4 deliveries (order.placed to wallet and catalog, their two answers) "
         "plus order.completed; aims: >= 300 orders/s embedded, >= 200 distributed, "
