@@ -13,12 +13,18 @@ from mercato.platform.aio import wait_any
 from mercato.platform.clock import utcnow
 from mercato.platform.db import Database
 from mercato.platform.events.envelope import Envelope
-from mercato.platform.events.tables import outbox
+from mercato.platform.events.tables import inbox, outbox
 from mercato.platform.events.transport import Transport
+from mercato.platform.idempotency import prune_idempotency_keys
 
 log = structlog.get_logger("mercato.events")
 
 PRUNE_AFTER = timedelta(days=1)
+# A client retries a request within hours (Stripe keeps its keys a day, as here).
+IDEMPOTENCY_KEEP = timedelta(days=1)
+# A redelivery comes within minutes or hours (a broker or consumer restart); a week leaves room
+# for a long outage. A dead letter replayed later was never in the inbox (it failed).
+INBOX_KEEP = timedelta(days=7)
 MAX_BACKOFF = 10.0
 
 
@@ -79,11 +85,13 @@ class OutboxRelay:
         await conn.execute(update(outbox).where(outbox.c.seq.in_(seqs)).values(sent_at=utcnow()))
 
     async def prune(self) -> int:
-        """Delete events sent more than a day ago."""
+        """Forget the platform's bookkeeping once it can no longer matter: events sent a day
+        ago, idempotency keys a day old, inbox rows a week old. Answers the outbox rows gone."""
+        now = utcnow()
         async with self.database.transaction() as conn:
-            result = await conn.execute(
-                delete(outbox).where(outbox.c.sent_at < utcnow() - PRUNE_AFTER)
-            )
+            result = await conn.execute(delete(outbox).where(outbox.c.sent_at < now - PRUNE_AFTER))
+            await prune_idempotency_keys(conn, now - IDEMPOTENCY_KEEP)
+            await conn.execute(delete(inbox).where(inbox.c.processed_at < now - INBOX_KEEP))
         return max(result.rowcount, 0)
 
     async def run(self, stop: asyncio.Event) -> None:
