@@ -39,19 +39,40 @@ class ProductIn(BaseModel):
     active: Annotated[bool, Field(strict=True)] = True
 
 
+def _omit_null(schema: dict[str, Any]) -> None:
+    """Document an optional field as its type alone: it may be left out, not set to null.
+
+    (`SkipJsonSchema[None]` would do it too, but makes the field a union whose validation
+    errors name the union's branches instead of the field.)
+    """
+    schema.pop("default", None)
+    options = schema.pop("anyOf", [])
+    kept = [option for option in options if option.get("type") != "null"]
+    if len(kept) == 1:
+        schema.update(kept[0])
+    elif kept:
+        schema["anyOf"] = kept
+
+
 class ProductPatch(BaseModel):
     """Fields to change; `{"active": false}` withdraws a product from sale."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    # Required fields may be left out but not set to null: `patch_product` answers a null with a
+    # 422 naming them, and the schema does not offer null for them (`_omit_null`).
+    name: str | None = Field(
+        default=None, min_length=1, max_length=200, json_schema_extra=_omit_null
+    )
     description: str | None = Field(default=None, max_length=5000)
     author: str | None = Field(default=None, max_length=200)
     category: str | None = Field(default=None, max_length=100)
-    price: Price | None = None
-    stock: Stock | None = None
+    price: Price | None = Field(default=None, json_schema_extra=_omit_null)
+    stock: Stock | None = Field(default=None, json_schema_extra=_omit_null)
     owner_id: UUID | None = None
-    active: Annotated[bool, Field(strict=True)] | None = None
+    active: Annotated[bool, Field(strict=True)] | None = Field(
+        default=None, json_schema_extra=_omit_null
+    )
 
 
 REQUIRED = ("name", "price", "stock", "active")

@@ -19,6 +19,7 @@ from mercato import __version__
 from mercato.platform.errors import PROBLEM_JSON, install_error_handlers
 from mercato.platform.events.envelope import current_correlation_id
 from mercato.platform.ids import new_id_str
+from mercato.platform.openapi import document_errors
 
 log = structlog.get_logger("mercato.http")
 
@@ -184,6 +185,7 @@ def create_base_app(
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
+    document_errors(app)
     app.add_middleware(PlatformMiddleware, max_body_bytes=max_body_bytes)
     checks = list(readiness)
 
