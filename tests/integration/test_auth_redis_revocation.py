@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mercato.platform.auth import (
+    MemoryRevocationStore,
     RedisRevocationStore,
     RemoteJwksKeySource,
     SigningKey,
@@ -78,6 +79,25 @@ async def test_redis_store_keeps_an_already_expired_jti_briefly(
     await store.revoke("old", int(time.time()) - 3600)
     assert await store.is_revoked("old")
     assert await redis.ttl(f"{redis_prefix}:revoked:old") >= 0
+
+
+async def test_redis_store_refuses_a_revoked_clients_earlier_tokens(
+    redis: aioredis.Redis, redis_prefix: str
+) -> None:
+    store = RedisRevocationStore(redis, f"{redis_prefix}:revoked")
+    now = int(time.time())
+    assert not await store.refuses("jti-1", "robot", now)
+    await store.revoke_client("robot", now, now + 3600)
+    assert await store.refuses("jti-1", "robot", now)
+    assert await store.refuses("jti-1", "robot", now - 100)
+    assert not await store.refuses("jti-1", "robot", now + 1)  # issued after the cut-off
+    assert not await store.refuses("jti-1", "other", now)
+    assert not await store.refuses("jti-1", None, now)
+    await store.revoke("jti-2", now + 900)
+    assert await store.refuses("jti-2", "other", now)
+    assert await store.refuses("jti-2", None, now)
+    expire_at = await redis.expiretime(f"{redis_prefix}:revoked:client:robot")
+    assert now + 3600 < expire_at <= now + 3600 + 120
 
 
 async def test_revocation_is_seen_by_every_verifier(
@@ -212,7 +232,7 @@ async def test_remote_jwks_serves_cached_keys_while_server_is_down(
 ) -> None:
     clock = FakeClock()
     source = RemoteJwksKeySource(server.url, http, clock=clock, ttl=300)
-    verifier = TokenVerifier(source, _NoRevocations(), issuer=ISSUER, audience=AUDIENCE)
+    verifier = TokenVerifier(source, MemoryRevocationStore(), issuer=ISSUER, audience=AUDIENCE)
     key = server.keys[0]
     token, _ = issue(key)
     assert (await verifier.verify(token)).sub == "user-1"
@@ -244,11 +264,3 @@ async def test_remote_jwks_with_server_down_from_the_start(http: httpx.AsyncClie
     source = RemoteJwksKeySource(srv.url, http, clock=FakeClock())
     assert await source.get(srv.keys[0].kid) is None
     assert await source.refresh() is False
-
-
-class _NoRevocations:
-    async def revoke(self, jti: str, expires_at: int) -> None:
-        raise AssertionError("not used")
-
-    async def is_revoked(self, jti: str) -> bool:
-        return False

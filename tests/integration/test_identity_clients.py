@@ -37,6 +37,10 @@ async def client_token(s: Stack, client_id: str, secret: str) -> str:
     return str(answer.json()["access_token"])
 
 
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 async def test_admin_registers_lists_and_deletes_clients(data_dir: Path) -> None:
     async with stack(embedded_settings(data_dir), SERVICES) as s:
         boss = await admin(s)
@@ -64,9 +68,36 @@ async def test_admin_registers_lists_and_deletes_clients(data_dir: Path) -> None
         assert (
             await s.client.delete("/api/v1/admin/clients/robot", headers=boss.headers)
         ).status_code == 404
-        # Tokens already issued live until they expire (stateless JWTs): revoke them if needed.
+        # Tokens it was issued before are refused at once (see the next test).
         me = await s.client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
-        assert me.status_code == 200
+        assert me.status_code == 401
+
+
+async def test_deleting_a_client_refuses_its_tokens_everywhere_and_after_restart(
+    backend: Settings,
+) -> None:
+    services = ["accounts", "identity", "catalog"]
+    async with stack(backend, services) as s:
+        boss = await admin(s)
+        robot = bearer(await client_token(s, "robot", await new_client(s)))
+        other = bearer(await client_token(s, "other", await new_client(s, "other")))
+        assert (await s.client.get("/api/v1/products/export", headers=robot)).status_code == 200
+        gone = await s.client.delete("/api/v1/admin/clients/robot", headers=boss.headers)
+        assert gone.status_code == 204
+        refused = await s.client.get("/api/v1/products/export", headers=robot)
+        assert refused.status_code == 401 and refused.json()["detail"] == "token revoked"
+        # Another client's token, and the admin's, are untouched.
+        assert (await s.client.get("/api/v1/products/export", headers=other)).status_code == 200
+        assert (await s.client.get("/api/v1/auth/me", headers=boss.headers)).status_code == 200
+        # A client registered again under the same id gets tokens that work (`iat` has
+        # one-second resolution and the cut-off is the deletion's second).
+        await asyncio.sleep(1.1)
+        fresh = bearer(await client_token(s, "robot", await new_client(s)))
+        assert (await s.client.get("/api/v1/products/export", headers=fresh)).status_code == 200
+    # A restart (embedded: a new process's memory store) still refuses the old token.
+    async with stack(backend, services) as s:
+        assert (await s.client.get("/api/v1/products/export", headers=robot)).status_code == 401
+        assert (await s.client.get("/api/v1/products/export", headers=fresh)).status_code == 200
 
 
 async def test_token_budget_answers_429_with_retry_after_and_survives_restart(

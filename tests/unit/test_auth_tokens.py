@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -265,6 +266,39 @@ async def test_revoked_token_is_rejected(env: Setup) -> None:
     )
     await env.revocations.revoke(claims["jti"], claims["exp"])
     await env.rejects(token, "token revoked")
+
+
+async def test_revoked_client_refuses_its_earlier_tokens_only(env: Setup) -> None:
+    def issue_for(client_id: str, issued_at: int) -> str:
+        token, _ = issue_access_token(
+            env.key,
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            subject=client_id,
+            client_id=client_id,
+            scopes=[],
+            roles=None,
+            lifetime_seconds=900,
+            now=datetime.fromtimestamp(issued_at, UTC),
+        )
+        return token
+
+    now = int(time.time())
+    before, after = issue_for("robot", now - 10), issue_for("robot", now + 1)
+    other = issue_for("other", now - 10)
+    await env.revocations.revoke_client("robot", now, now + 900)
+    await env.rejects(before, "token revoked")
+    assert (await env.verifier.verify(after)).client_id == "robot"
+    assert (await env.verifier.verify(other)).client_id == "other"
+
+
+def test_memory_store_forgets_a_client_revocation_once_its_tokens_expired() -> None:
+    store = MemoryRevocationStore()
+    now = int(time.time())
+    asyncio.run(store.revoke_client("robot", now, now + 900))
+    assert asyncio.run(store.refuses("j", "robot", now))
+    store.purge(now + 900 + 3600)
+    assert not asyncio.run(store.refuses("j", "robot", now))
 
 
 @pytest.mark.parametrize("typ", ["JWT", "jwt", "at+JWT-not", None])

@@ -23,7 +23,7 @@ from mercato.identity.domain import (
 )
 from mercato.identity.sessions_store import SessionRepository
 from mercato.identity.store import BootstrapRepository, ClientRepository, ClientTaken
-from mercato.identity.tokens import IdentityDeps, end_families
+from mercato.identity.tokens import IdentityDeps, end_families, revoke_client_tokens
 from mercato.platform.clock import utcnow
 from mercato.platform.errors import Conflict, Invalid, NotFound
 
@@ -172,6 +172,7 @@ async def delete_client(deps: IdentityDeps, client_id: str) -> None:
             raise NotFound("no such client")
         families = await SessionRepository(uow.connection).families_of_client(client_id)
         await end_families(deps, uow, families, reason="client_deleted")
+        await revoke_client_tokens(deps, uow, client_id)
     log.info("client deleted", client_id=client_id)
 
 

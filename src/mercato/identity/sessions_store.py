@@ -16,6 +16,7 @@ from mercato.identity.tables import (
     access_tokens,
     refresh_families,
     refresh_tokens,
+    revoked_clients,
     revoked_tokens,
     signing_keys,
 )
@@ -192,6 +193,31 @@ class RevocationRepository:
     async def prune(self, before: int) -> None:
         """Forget revocations of tokens expired before `before`."""
         await self.conn.execute(delete(revoked_tokens).where(revoked_tokens.c.expires_at < before))
+        await self.conn.execute(
+            delete(revoked_clients).where(revoked_clients.c.expires_at < before)
+        )
+
+    async def add_client(self, client_id: str, issued_until: int, expires_at: int) -> None:
+        """Record a revoked client (a later revocation of the same id replaces it)."""
+        await self.conn.execute(
+            delete(revoked_clients).where(revoked_clients.c.client_id == client_id)
+        )
+        await self.conn.execute(
+            revoked_clients.insert().values(
+                client_id=client_id, issued_until=issued_until, expires_at=expires_at
+            )
+        )
+
+    async def live_clients(self, now: int) -> list[tuple[str, int, int]]:
+        """(client_id, issued_until, expires_at) of client revocations still in force."""
+        rows = await self.conn.execute(
+            select(
+                revoked_clients.c.client_id,
+                revoked_clients.c.issued_until,
+                revoked_clients.c.expires_at,
+            ).where(revoked_clients.c.expires_at > now)
+        )
+        return [(client_id, int(until), int(exp)) for client_id, until, exp in rows]
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,16 @@ revoked_tokens = Table(
     Column("revoked_at", UTCDateTime, nullable=False),
 )
 
+# Deleted clients whose tokens are refused: those issued at or before `issued_until` (epoch
+# seconds), until `expires_at`, when the last of them has expired. Reloaded like revoked_tokens.
+revoked_clients = Table(
+    "revoked_clients",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("issued_until", Integer, nullable=False),
+    Column("expires_at", Integer, nullable=False, index=True),
+)
+
 # Signing keys: the newest unretired one signs; retired ones stay published while tokens they
 # signed may live. The private key is wiped once the key is no longer published.
 signing_keys = Table(

@@ -168,10 +168,26 @@ async def end_user_sessions(
     return await end_families(deps, uow, families, reason=reason, user_id=user_id)
 
 
+async def revoke_client_tokens(deps: IdentityDeps, uow: UnitOfWork, client_id: str) -> None:
+    """Refuse every token issued to `client_id` so far, everywhere, until the longest-lived of
+    them has expired (its jtis are not recorded, so the client itself is revoked)."""
+    now = int(utcnow().timestamp())
+    lifetime = max(
+        deps.settings.identity_machine_token_seconds, deps.settings.identity_person_token_seconds
+    )
+    await RevocationRepository(uow.connection).add_client(client_id, now, now + lifetime)
+    await deps.revocations.revoke_client(client_id, now, now + lifetime)
+
+
 async def restore_revocations(deps: IdentityDeps) -> int:
     """Put the still-relevant revocations back in the shared store (after a restart)."""
+    now = int(utcnow().timestamp())
     async with deps.read() as conn:
-        live = await RevocationRepository(conn).live(int(utcnow().timestamp()))
+        repository = RevocationRepository(conn)
+        live = await repository.live(now)
+        clients = await repository.live_clients(now)
     for jti, expires_at in live:
         await deps.revocations.revoke(jti, expires_at)
-    return len(live)
+    for client_id, issued_until, expires_at in clients:
+        await deps.revocations.revoke_client(client_id, issued_until, expires_at)
+    return len(live) + len(clients)

@@ -26,6 +26,8 @@ class Principal:
     jti: str
     expires_at: int
     is_machine: bool
+    # The `iat` claim: a revoked client's tokens issued up to the revocation are refused.
+    issued_at: int = 0
 
     @property
     def is_person(self) -> bool:

@@ -80,7 +80,7 @@ class TokenVerifier:
                 del self._cache[digest]
             principal = await self._verify_uncached(token)
             self._remember(digest, principal)
-        if await self.revocations.is_revoked(principal.jti):
+        if await self.revocations.refuses(principal.jti, principal.client_id, principal.issued_at):
             raise Unauthorized("token revoked", headers=_invalid_token_header())
         return principal
 
@@ -179,4 +179,5 @@ def _principal(claims: Mapping[str, Any]) -> Principal:
         jti=jti,
         expires_at=int(claims["exp"]),
         is_machine=roles is None,
+        issued_at=int(claims["iat"]),
     )
