@@ -2,12 +2,14 @@
 
 from collections.abc import AsyncIterator
 from datetime import datetime
+from operator import attrgetter
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from typing_extensions import TypedDict
 
 from mercato.catalog import service
 from mercato.catalog.domain import Product
@@ -119,6 +121,27 @@ class ProductOut(BaseModel):
         )
 
 
+# The export's line: ProductOut's fields as a TypedDict, so pydantic serializes each product
+# straight from its attributes instead of building a model first (7.5 -> 4 µs a product, a
+# million per export: bench/export.py). The bytes are ProductOut's (tests/unit/test_catalog_*).
+_LINE = TypeAdapter(
+    TypedDict(  # type: ignore[operator]
+        "ProductLine",
+        {
+            name: Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+            for name, info in ProductOut.model_fields.items()
+        },
+    )
+)
+_LINE_NAMES = tuple(ProductOut.model_fields)
+_line_values = attrgetter(*_LINE_NAMES)
+
+
+def export_line(product: Product) -> bytes:
+    """One NDJSON line of the export: the product as `ProductOut` serializes it, and a newline."""
+    return _LINE.dump_json(dict(zip(_LINE_NAMES, _line_values(product), strict=True))) + b"\n"
+
+
 _PAGE = TypeAdapter(Page[ProductOut])
 
 
@@ -180,7 +203,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         async def lines() -> AsyncIterator[bytes]:
             # One chunk per page: a send per product would cost more than the product.
             async for page in service.export_pages(ctx.database):
-                yield b"".join(ProductOut.of(p).model_dump_json().encode() + b"\n" for p in page)
+                yield b"".join(export_line(p) for p in page)
 
         return StreamingResponse(lines(), media_type=NDJSON)
 
