@@ -107,8 +107,25 @@ class Database:
             async with self.engine.begin() as conn:
                 yield conn
             return
-        async with self._write_lock, self.engine.begin() as conn:
-            yield conn
+        # The lock is taken before a connection (a writer waiting for it holds none) and
+        # released as soon as the transaction has ended, before the connection goes back to the
+        # pool: that reset is one more trip to the driver's thread, under load each trip waits a
+        # turn of the event loop, and the lock is this database's only lane for writers.
+        lock = self._write_lock
+        await lock.acquire()
+        try:
+            conn = await self.engine.connect()
+        except BaseException:
+            lock.release()
+            raise
+        try:
+            try:
+                async with conn.begin():
+                    yield conn
+            finally:
+                lock.release()
+        finally:
+            await conn.close()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
