@@ -240,6 +240,19 @@ async def test_invalidate_costs_exactly_one_more_request() -> None:
     assert len(partner.issued) == 2
 
 
+async def test_invalidate_on_one_replica_is_seen_by_the_others() -> None:
+    clock = SimClock()
+    partner = FakePartner(clock)
+    store = MemoryTokenStore()
+    here, there = manager(partner, store), manager(partner, store)
+    token = await here.get_token()
+    assert await there.get_token() == token  # adopted from the store, now cached there too
+    await here.invalidate()  # DELETE /api/v1/integration/token, answered by `here`
+    renewed = await there.get_token()
+    assert renewed != token and len(partner.issued) == 2
+    assert await here.get_token() == renewed
+
+
 async def test_401_drops_refetches_once_and_retries_once() -> None:
     clock = SimClock()
     partner = FakePartner(clock)

@@ -148,7 +148,9 @@ class TokenManager:
         token, now = self._token, self._clock()
         due = token is None or (now >= self.renew_at(token) and now >= self._hold_until)
         if token is not None and now < token.expires_at and not due:
-            return token.access_token
+            if await self._still_shared(token):
+                return token.access_token
+            self._token = None
         # One fetch per process at a time; every concurrent caller awaits its outcome.
         if self._inflight is None or self._inflight.done():
             self._inflight = asyncio.get_running_loop().create_task(self._refresh())
@@ -164,6 +166,21 @@ class TokenManager:
             self._hold_until = 0.0
         # Compare-and-delete: a replica dropping a token someone else already replaced is a no-op.
         await self.store.clear_token(self.name, only_if=token)
+
+    async def _still_shared(self, token: StoredToken) -> bool:
+        """Whether the store still holds `token`: an admin's invalidation, or another replica's
+        401, reached this process only through the store (one read; the HTTP call it guards
+        costs far more). If the store cannot answer, the copy here serves meanwhile."""
+        try:
+            stored = await self.store.load_token(self.name)
+        except Exception as exc:
+            log.warning(
+                "token store unavailable; using the cached token",
+                upstream=self.name,
+                error=type(exc).__name__,
+            )
+            return True
+        return stored is not None and stored.access_token == token.access_token
 
     async def call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """Send with the bearer token; on a 401 drop it, fetch once more and retry once."""
