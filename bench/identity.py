@@ -37,6 +37,7 @@ from tests.harness import (
 
 from mercato.identity.wiring import deps_of
 from mercato.platform.auth import issue_access_token
+from mercato.platform.logging import configure_logging
 from mercato.platform.passwords import _hasher
 
 
@@ -224,6 +225,7 @@ async def main() -> None:
     parser.add_argument("--tokens", type=int, default=2000)
     parser.add_argument("--logins", type=int, default=40)
     args = parser.parse_args()
+    configure_logging("WARNING", json=True)  # a login storm logs a line per login
     with tempfile.TemporaryDirectory() as tmp:
         settings = embedded_settings(Path(tmp))
         async with stack(settings, ["accounts", "identity"]) as s:
