@@ -20,6 +20,7 @@ from mercato.integration.domain import (
     parse_schedule,
     partner_order,
 )
+from mercato.integration.exporter import _parsed
 from mercato.integration.settings import IntegrationSettings
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -167,3 +168,18 @@ def test_partner_orders_and_classification() -> None:
     assert classify(order.fingerprint(), changed.fingerprint()) == "updated"
     with pytest.raises(ValueError):
         partner_order({**raw, "total": None})
+
+
+def test_ndjson_chunk_parsing_keeps_good_lines_and_names_bad_ones() -> None:
+    good = [b'{"id":"a","n":1}', b'{"id":"b","s":"},{"}']
+    assert _parsed(good) == [{"id": "a", "n": 1}, {"id": "b", "s": "},{"}]
+    assert _parsed([]) == []
+    # A broken line costs only itself, even where it would pair up with its neighbour.
+    mixed = [b'{"id":"a"}', b'{"id":"b"', b"[1]", b'{"id":"c"}', b'{"x":1},{"y":2}']
+    parsed = _parsed(mixed)
+    assert parsed[0] == {"id": "a"} and parsed[3] == {"id": "c"}
+    assert [type(p) for p in parsed] == [dict, BadProduct, BadProduct, dict, BadProduct]
+    paired = [b'{"a":1},{"b":2', b'"c":3}']
+    assert all(isinstance(p, BadProduct) for p in _parsed(paired))
+    two_in_one = _parsed([b'{"x":1},{"y":2}', b'{"id":"c"}'])
+    assert isinstance(two_in_one[0], BadProduct) and two_in_one[1] == {"id": "c"}
