@@ -111,3 +111,13 @@ async def test_ten_instances_on_redis_make_one_request_at_start(
     tokens = await asyncio.gather(*(m.get_token() for m in managers for _ in range(50)))
     assert len(partner.issued) == 1
     assert len(set(tokens)) == 1
+
+
+async def test_last_error_is_shared_and_cleared(redis: Redis, redis_prefix: str) -> None:
+    here, there = RedisTokenStore(redis, redis_prefix), RedisTokenStore(redis, redis_prefix)
+    assert await there.last_error("p") is None
+    await here.record_error("p", "partner: token endpoint answered 503")
+    assert await there.last_error("p") == "partner: token endpoint answered 503"
+    assert 0 < await redis.ttl(f"{redis_prefix}:token-error:p") <= 7 * 24 * 3600
+    await there.record_error("p", None)
+    assert await here.last_error("p") is None

@@ -90,3 +90,14 @@ async def test_token_cache_lock_and_compare_and_delete(
     assert not await a.acquire_lock("p", "owner-a", ttl=30, now=140)
     await b.release_lock("p", "owner-b")
     assert await a.acquire_lock("p", "owner-a", ttl=30, now=141)
+
+
+async def test_last_error_is_shared_by_replicas(
+    stores: tuple[SqlTokenStore, SqlTokenStore],
+) -> None:
+    a, b = stores
+    assert await b.last_error("p") is None
+    await a.record_error("p", "partner: token budget exhausted")
+    assert await b.last_error("p") == "partner: token budget exhausted"
+    await b.record_error("p", None)
+    assert await a.last_error("p") is None

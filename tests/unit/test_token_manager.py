@@ -309,6 +309,21 @@ async def test_no_budget_keeps_using_a_valid_token() -> None:
     assert status.last_error is not None and "budget" in status.last_error
 
 
+async def test_every_replica_reports_the_last_token_failure() -> None:
+    clock = SimClock()
+    partner = FakePartner(clock, token_status=503)
+    store = MemoryTokenStore()
+    failing, watching = manager(partner, store), manager(partner, store)
+    with pytest.raises(TokenRequestFailed):
+        await failing.get_token()
+    reported = (await watching.status()).last_error
+    assert reported is not None and "503" in reported
+    partner.token_status = None
+    clock.now += 120
+    await watching.get_token()
+    assert (await failing.status()).last_error is None
+
+
 async def test_upstream_429_on_the_token_endpoint() -> None:
     clock = SimClock()
     partner = FakePartner(clock, budget=0)

@@ -109,6 +109,7 @@ token_cache = Table(
     Column("expires_at", Float, nullable=True),
     Column("lock_owner", String(64), nullable=True),
     Column("lock_until", Float, nullable=True),
+    Column("last_error", Text, nullable=True),  # integration_0002
 )
 token_requests = Table(
     "token_requests",

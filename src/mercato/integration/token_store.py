@@ -138,3 +138,21 @@ class SqlTokenStore:
                 .where(token_cache.c.name == name, token_cache.c.lock_owner == owner)
                 .values(lock_owner=None, lock_until=None)
             )
+
+    async def record_error(self, name: str, error: str | None) -> None:
+        """See `TokenStore`."""
+        async with self._db.transaction() as conn:
+            await self._row(conn, name, lock=False)
+            await conn.execute(
+                update(token_cache).where(token_cache.c.name == name).values(last_error=error)
+            )
+
+    async def last_error(self, name: str) -> str | None:
+        """See `TokenStore`."""
+        async with self._db.read() as conn:
+            error = (
+                await conn.execute(
+                    select(token_cache.c.last_error).where(token_cache.c.name == name)
+                )
+            ).scalar()
+        return None if error is None else str(error)

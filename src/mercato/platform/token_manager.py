@@ -124,7 +124,6 @@ class TokenManager:
         self._inflight: asyncio.Task[str] | None = None
         # The last token the API refused: never adopted again, even if a stale read offers it.
         self._refused: str | None = None
-        self._last_error: str | None = None
 
     def __repr__(self) -> str:
         return f"TokenManager(name={self.name!r}, token_url={self.token_url!r})"
@@ -235,7 +234,7 @@ class TokenManager:
             renew_at=_utc(self.renew_at(stored)) if stored is not None and valid else None,
             requests_last_hour=used,
             budget_per_hour=self.budget_per_hour,
-            last_error=self._last_error,
+            last_error=await self.store.last_error(self.name),
         )
 
     async def _send(
@@ -296,7 +295,7 @@ class TokenManager:
                 raise TokenBudgetExhausted(self.name, retry_after)
             token = await self._request_token(now)
         except TokenError as exc:
-            self._last_error = str(exc)
+            await self._record_error(str(exc))
             if current is None or not self._valid(current, now):
                 log.warning("token unavailable", upstream=self.name, error=str(exc))
                 raise
@@ -312,9 +311,19 @@ class TokenManager:
             self._token = current
             return current.access_token
         await self.store.save_token(self.name, token, now=self._clock())
-        self._last_error = None
+        await self._record_error(None)
         log.info("token fetched", upstream=self.name, expires_in=round(token.lifetime))
         return self._adopt(token)
+
+    async def _record_error(self, error: str | None) -> None:
+        # Bookkeeping for the status answer: a store that cannot take it must not turn a token
+        # that was fetched (or a failure already being reported) into another failure.
+        try:
+            await self.store.record_error(self.name, error)
+        except Exception as exc:
+            log.warning(
+                "could not record the token error", upstream=self.name, error=type(exc).__name__
+            )
 
     async def _request_token(self, now: float) -> StoredToken:
         data = {"grant_type": "client_credentials"}

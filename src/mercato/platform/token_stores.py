@@ -71,6 +71,15 @@ class TokenStore(Protocol):
         """Release the lock if `owner` still holds it."""
         ...
 
+    async def record_error(self, name: str, error: str | None) -> None:
+        """Remember why the last token request failed (None: it succeeded), for every replica's
+        status answer."""
+        ...
+
+    async def last_error(self, name: str) -> str | None:
+        """Why the last token request failed, or None."""
+        ...
+
 
 class MemoryTokenStore:
     """In-process store: one process (embedded mode, tests). Forgets everything on restart."""
@@ -79,6 +88,7 @@ class MemoryTokenStore:
         self._tokens: dict[str, StoredToken] = {}
         self._requests: dict[str, deque[float]] = {}
         self._locks: dict[str, tuple[str, float]] = {}
+        self._errors: dict[str, str] = {}
 
     async def load_token(self, name: str) -> StoredToken | None:
         """See `TokenStore`."""
@@ -122,6 +132,17 @@ class MemoryTokenStore:
         if held is not None and held[0] == owner:
             del self._locks[name]
 
+    async def record_error(self, name: str, error: str | None) -> None:
+        """See `TokenStore`."""
+        if error is None:
+            self._errors.pop(name, None)
+        else:
+            self._errors[name] = error
+
+    async def last_error(self, name: str) -> str | None:
+        """See `TokenStore`."""
+        return self._errors.get(name)
+
     def _trim(self, name: str, now: float, window: float) -> deque[float]:
         stamps = self._requests.setdefault(name, deque())
         while stamps and stamps[0] <= now - window:
@@ -160,11 +181,15 @@ return 0
 """
 
 
+ERROR_KEEP_SECONDS = 7 * 24 * 3600
+
+
 class RedisTokenStore:
     """Redis store shared by every replica: survives restarts of the application.
 
     Keys (under `prefix`): `token:<name>` a hash, `token-requests:<name>` a sorted set of request
-    timestamps, `token-lock:<name>` the fetch lock. Works with or without `decode_responses`.
+    timestamps, `token-lock:<name>` the fetch lock, `token-error:<name>` the last failure.
+    Works with or without `decode_responses`.
     """
 
     def __init__(self, redis: Redis, prefix: str = "mercato") -> None:
@@ -239,6 +264,20 @@ class RedisTokenStore:
     async def release_lock(self, name: str, owner: str) -> None:
         """See `TokenStore`."""
         await self._release(keys=[self._key("token-lock", name)], args=[owner])
+
+    async def record_error(self, name: str, error: str | None) -> None:
+        """See `TokenStore`. Kept a week: a status page should still say why after a quiet
+        weekend, not forever."""
+        key = self._key("token-error", name)
+        if error is None:
+            await self._redis.delete(key)
+        else:
+            await self._redis.set(key, error, ex=ERROR_KEEP_SECONDS)
+
+    async def last_error(self, name: str) -> str | None:
+        """See `TokenStore`."""
+        raw = await self._redis.get(self._key("token-error", name))
+        return None if raw is None else _text(raw)
 
 
 def _text(value: Any) -> str:
