@@ -7,9 +7,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -93,6 +94,32 @@ def stop_platform(running: RunningPlatform) -> None:
     except subprocess.TimeoutExpired:
         running.process.kill()
         running.process.wait()
+
+
+def until(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    """Poll until `check` answers something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not reached in {timeout} s")
+
+
+def login(client: httpx.Client, username: str, password: str) -> dict[str, str]:
+    """Log in (retried until identity has applied the user's `user.created`)."""
+
+    def attempt() -> dict[str, str] | None:
+        answer = client.post(
+            "/api/v1/auth/login", json={"username_or_email": username, "password": password}
+        )
+        if answer.status_code != 200:
+            return None
+        return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+    result: dict[str, str] = until(attempt, f"login as {username}")
+    return result
 
 
 @pytest.fixture

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import RunningPlatform, start_platform, stop_platform
+from tests.e2e.conftest import RunningPlatform, login, start_platform, stop_platform, until
 
 ADMIN_PASSWORD = "Admin-Pass-1234"
 PASSWORD = "Correct-Horse-9"
@@ -24,32 +23,6 @@ def shop(tmp_path: Path) -> Iterator[RunningPlatform]:
     )
     yield running
     stop_platform(running)
-
-
-def until(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    """Poll until `check` answers something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached in {timeout} s")
-
-
-def login(client: httpx.Client, username: str, password: str) -> dict[str, str]:
-    """Log in (retried until identity has applied the user's `user.created`)."""
-
-    def attempt() -> dict[str, str] | None:
-        answer = client.post(
-            "/api/v1/auth/login", json={"username_or_email": username, "password": password}
-        )
-        if answer.status_code != 200:
-            return None
-        return {"Authorization": f"Bearer {answer.json()['access_token']}"}
-
-    result: dict[str, str] = until(attempt, f"login as {username}")
-    return result
 
 
 def newcomer(client: httpx.Client, username: str, top_up: str) -> dict[str, str]:
