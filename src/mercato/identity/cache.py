@@ -9,8 +9,9 @@ from mercato.identity.domain import Client
 
 class ClientCache:
     """Clients read in the last `ttl` seconds, so the token endpoint's hot path skips the
-    database. A deletion is seen at once by this process and within `ttl` by other replicas;
-    `ttl` 0 turns the cache off. Only known clients are kept, at most `size` of them."""
+    database. Only the embedded process uses it (a deletion there drops the entry at once);
+    replicas run with `ttl` 0, which turns it off, so no replica serves a deleted client. Only
+    known clients are kept, at most `size` of them."""
 
     def __init__(self, ttl: float, size: int = 1000) -> None:
         self.ttl = ttl

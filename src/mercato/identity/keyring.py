@@ -1,8 +1,13 @@
 """Identity's signing keys in memory: loaded from its database, published as JWKS, rotated.
 
-Every replica reads the key table on start, again every `refresh_every` seconds, and when a
-token names a kid it does not know (at most once a second), so a rotation made by another
-replica or by `mercato identity rotate-key` is picked up without a restart.
+The key table in identity's database is the one truth every replica shares. A replica reads it
+on start and signs with what it read for at most `refresh_every` seconds, so a rotation made by
+another replica (or by `mercato identity rotate-key`) signs everywhere within that bound. The
+JWKS endpoint reads the table afresh for every request (concurrent requests share one read), and
+a token naming a kid this replica does not know triggers a fresh read too (at most one such
+read a second, so made-up kids cannot flood the database). Together: a key any replica signs
+with was committed before its first token, so every replica publishes it by the time a verifier
+asks, and no verifier refuses a token signed by a published key.
 """
 
 from __future__ import annotations
@@ -67,12 +72,22 @@ class Keyring:
         self._loaded: list[_Loaded] = []
         self._decrypted: dict[str, SigningKey] = {}
         self._document: dict[str, Any] = {"keys": []}
+        # When the newest completed read of the table started (monotonic seconds).
         self._loaded_at = -1e9
+        self._last_miss_read = -1e9
         self._lock = asyncio.Lock()
 
     async def load(self) -> None:
-        """Read the key table now."""
+        """Read the key table now (or share a read that started after this call)."""
+        await self._load_started_after(time.monotonic())
+
+    async def _load_started_after(self, moment: float) -> None:
+        # Single flight with a freshness re-check: callers queue on the lock, and whoever gets
+        # it finds out whether a read that started after `moment` already finished meanwhile.
         async with self._lock:
+            if self._loaded_at >= moment:
+                return
+            started = time.monotonic()
             async with self._read() as conn:
                 stored = await KeyRepository(conn).all()
             loaded = [
@@ -82,7 +97,7 @@ class Keyring:
             ]
             self._loaded = loaded
             self._document = jwks(self._published(utcnow()))
-            self._loaded_at = time.monotonic()
+            self._loaded_at = started
 
     def _decrypt(self, row: StoredKey) -> SigningKey:
         known = self._decrypted.get(row.kid)
@@ -114,21 +129,25 @@ class Keyring:
         return self._document
 
     async def jwks_on_miss(self) -> dict[str, Any]:
-        """The JWKS, re-read from the database first unless that happened a moment ago."""
-        if time.monotonic() - self._loaded_at >= MISS_RELOAD_INTERVAL:
-            await self.load()
+        """The JWKS for a token naming an unknown kid: re-read from the database first, unless
+        another miss did that less than `MISS_RELOAD_INTERVAL` ago (a flood of made-up kids)."""
+        arrived = time.monotonic()
+        if arrived - self._last_miss_read >= MISS_RELOAD_INTERVAL:
+            self._last_miss_read = arrived
+            await self._load_started_after(arrived)
         return self._document
 
     async def fresh_jwks(self) -> dict[str, Any]:
-        """The JWKS, re-read first when older than the refresh interval (the JWKS endpoint)."""
-        if time.monotonic() - self._loaded_at >= self._refresh_every:
-            await self.load()
+        """The JWKS as the database holds it now (the JWKS endpoint): a verifier asking after
+        a rotation committed always finds the new key, whichever replica answers."""
+        await self._load_started_after(time.monotonic())
         return self._document
 
     async def signing_key(self) -> SigningKey:
         """The key that signs new tokens (the newest unretired one)."""
-        if time.monotonic() - self._loaded_at >= self._refresh_every:
-            await self.load()
+        now = time.monotonic()
+        if now - self._loaded_at >= self._refresh_every:
+            await self._load_started_after(now - self._refresh_every)
         for item in self._loaded:
             if item.retired_at is None:
                 return item.key

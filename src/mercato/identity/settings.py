@@ -25,8 +25,9 @@ class IdentitySettings(BaseSettings):
     # keys stored in identity's database (PKCS#8 with the best available encryption).
     identity_signing_alg: str = Field(default="ES256", pattern="^(ES256|EdDSA)$")
     identity_key_passphrase: SecretStr | None = None
-    # How often a replica re-reads the key table (to pick up a rotation made elsewhere).
-    identity_key_refresh_seconds: float = Field(default=30.0, gt=0)
+    # How long a replica signs with the keys it read before reading the table again: a rotation
+    # made on another replica signs here at most this much later (the JWKS is always fresh).
+    identity_key_refresh_seconds: float = Field(default=5.0, gt=0)
     # How often the worker checks that Redis still holds the revocations (after a restart).
     identity_revocation_check_seconds: float = Field(default=5.0, gt=0)
     # Login throttling: per account and per client address, failures beyond the free ones lock
@@ -37,8 +38,10 @@ class IdentitySettings(BaseSettings):
     identity_login_max_delay_seconds: float = Field(default=15 * 60, gt=0)
     # Failures older than this are forgotten (a counter does not grow forever).
     identity_login_forget_seconds: float = Field(default=3600, gt=0)
-    # How long a replica reuses a client it read (0: always read the database); a deletion made
-    # on another replica takes at most this long to be seen here.
+    # How long the embedded process reuses a client it read (0: always read the database). Only
+    # the embedded process caches: there every change goes through it and drops its entry; with
+    # replicas a deletion must be refused at once everywhere, so each token request reads the
+    # database (one primary-key read) instead.
     identity_client_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     # The exporter client's secret (DESIGN §6); generated on first start when unset.
     exporter_client_secret: SecretStr | None = None

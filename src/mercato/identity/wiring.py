@@ -54,7 +54,9 @@ def deps_of(ctx: ServiceContext) -> IdentityDeps:
         keyring=keyring,
         revocations=ctx.shared.revocations,
         budget=budget,
-        clients=ClientCache(settings.identity_client_cache_seconds),
+        clients=ClientCache(
+            settings.identity_client_cache_seconds if ctx.role == "embedded" else 0.0
+        ),
         settings=settings,
         issuer=ctx.settings.issuer,
         audience=ctx.settings.audience,

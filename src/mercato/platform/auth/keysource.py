@@ -98,9 +98,11 @@ class RemoteJwksKeySource:
     """Keys fetched from a JWKS URL and cached for `ttl` seconds.
 
     An unknown kid triggers a refetch, at most once per `min_refetch_interval` seconds, so
-    tokens naming random kids cannot turn each request into a request to identity. When a fetch
-    fails the cached keys keep being served (identity being briefly down must not log everyone
-    out); the failure is logged.
+    tokens naming random kids cannot turn each request into a request to identity; the periodic
+    refresh of a stale cache does not count against that limit, so the first token of a freshly
+    rotated key always gets its refetch (identity's JWKS endpoint reads its key table afresh,
+    whichever replica answers). When a fetch fails the cached keys keep being served (identity
+    being briefly down must not log everyone out); the failure is logged.
     """
 
     def __init__(
@@ -109,7 +111,7 @@ class RemoteJwksKeySource:
         client: httpx.AsyncClient,
         *,
         ttl: float = 300.0,
-        min_refetch_interval: float = 10.0,
+        min_refetch_interval: float = 1.0,
         timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -122,15 +124,25 @@ class RemoteJwksKeySource:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at: float | None = None  # last successful fetch
         self._attempted_at: float | None = None  # last attempt, successful or not
+        self._miss_fetched_at: float | None = None  # last fetch made for an unknown kid
         self._lock = asyncio.Lock()
 
     async def get(self, kid: str) -> jwt.PyJWK | None:
         """The key named `kid`: from the cache while fresh, else after a (rate-limited) refetch."""
         key = self._keys.get(kid)
-        if key is not None and self._is_fresh():
-            return key
-        await self._refetch_if_allowed()
-        return self._keys.get(kid)
+        if key is not None:
+            if not self._is_fresh():
+                await self._refresh_stale()
+            return self._keys.get(kid, key)
+        # The lock makes concurrent misses wait for the fetch in flight and then reuse its
+        # result (the key is looked up again inside), instead of piling up.
+        async with self._lock:
+            key = self._keys.get(kid)
+            if key is None and self._may_fetch_for_miss():
+                self._miss_fetched_at = self._clock()
+                await self._fetch()
+                key = self._keys.get(kid)
+        return key
 
     async def refresh(self) -> bool:
         """Fetch now regardless of the rate limit (start-up, readiness); answers success."""
@@ -140,16 +152,19 @@ class RemoteJwksKeySource:
     def _is_fresh(self) -> bool:
         return self._fetched_at is not None and self._clock() - self._fetched_at < self._ttl
 
-    def _may_fetch(self) -> bool:
-        return (
-            self._attempted_at is None or self._clock() - self._attempted_at >= self._min_interval
-        )
+    def _may_fetch_for_miss(self) -> bool:
+        # The very first fetch is not a miss against a known key set: always allowed.
+        if self._fetched_at is None and self._attempted_at is None:
+            return True
+        last = self._miss_fetched_at
+        return last is None or self._clock() - last >= self._min_interval
 
-    async def _refetch_if_allowed(self) -> None:
-        # The lock makes concurrent misses wait for the fetch in flight and then reuse its
-        # result (the rate limit check inside sees the fresh attempt), instead of piling up.
+    async def _refresh_stale(self) -> None:
         async with self._lock:
-            if self._may_fetch():
+            stale = not self._is_fresh()
+            attempted = self._attempted_at
+            # A failing identity is asked at most once per interval, not once per request.
+            if stale and (attempted is None or self._clock() - attempted >= self._min_interval):
                 await self._fetch()
 
     async def _fetch(self) -> bool:
