@@ -85,7 +85,9 @@ def shared_revocations_keeper(ctx: ServiceContext) -> BackgroundTask:
 
     A Redis without persistence (or a new one) forgets every revoked token on restart, and a
     logged-out token would be accepted again until it expires. Identity's own table has them
-    all: a marker key, set after each copy, tells whether Redis still holds them.
+    all: a marker key, set after each copy to the Redis server's `run_id`, tells whether this
+    very Redis run holds them. A restart changes the run id, so a Redis that came back from an
+    older snapshot (marker included, later revocations missing) is refilled too.
     """
     marker = f"{ctx.settings.redis_prefix}:revoked-synced"
     redis: Any = ctx.shared.redis
@@ -95,9 +97,10 @@ def shared_revocations_keeper(ctx: ServiceContext) -> BackgroundTask:
         deps = deps_of(ctx)
         while not stop.is_set():
             try:
-                if not await redis.exists(marker):
+                run_id = str((await redis.info("server"))["run_id"]).encode()
+                if await redis.get(marker) != run_id:
                     restored = await restore_revocations(deps)
-                    await redis.set(marker, b"1")
+                    await redis.set(marker, run_id)
                     log.info("revocations copied to the shared store", revocations=restored)
             except Exception as exc:
                 log.warning("shared revocation check failed", error=f"{type(exc).__name__}: {exc}")
