@@ -238,7 +238,7 @@ async def test_replicas_share_token_and_budget_through_redis(
 ) -> None:
     from redis.asyncio import Redis
 
-    from mercato.platform.token_stores import RedisTokenStore
+    from mercato.integration.token_store import DurableBudgetTokenStore
 
     clients = [Redis.from_url(redis_url), Redis.from_url(redis_url)]
     databases = [Database("integration", database_url) for _ in clients]
@@ -255,7 +255,7 @@ async def test_replicas_share_token_and_budget_through_redis(
                 Integration(settings=settings, integ=integ, database=db, redis=client)
                 for db, client in zip(databases, clients, strict=True)
             ]
-            assert all(isinstance(r.store, RedisTokenStore) for r in replicas)
+            assert all(isinstance(r.store, DurableBudgetTokenStore) for r in replicas)
             for replica in replicas * 3:
                 assert (await replica.scheduler.run_now(ORDERS)).status == "succeeded"
             assert (await stats(base))["tokens_issued"] == 1

@@ -35,7 +35,7 @@ from mercato.integration.service import IntegrationService
 from mercato.integration.settings import IntegrationSettings
 from mercato.integration.store import Credentials
 from mercato.integration.syncs import SyncExternalOrders, SyncExternalProducts
-from mercato.integration.token_store import SqlTokenStore
+from mercato.integration.token_store import DurableBudgetTokenStore, SqlTokenStore
 from mercato.integration.upstreams import (
     CATALOG,
     IDENTITY,
@@ -89,7 +89,10 @@ class Integration:
         self._wake_relay = wake_relay
         self._clock = clock
         self.store: TokenStore = (
-            RedisTokenStore(redis, f"{settings.redis_prefix}:integration")
+            DurableBudgetTokenStore(
+                RedisTokenStore(redis, f"{settings.redis_prefix}:integration"),
+                SqlTokenStore(database),
+            )
             if redis is not None
             else SqlTokenStore(database)
         )

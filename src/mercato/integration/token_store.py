@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mercato.integration.tables import token_cache, token_requests
 from mercato.platform.db import Database, insert_ignore
-from mercato.platform.token_stores import StoredToken
+from mercato.platform.token_stores import StoredToken, TokenStore
 
 
 class SqlTokenStore:
@@ -156,3 +156,57 @@ class SqlTokenStore:
                 )
             ).scalar()
         return None if error is None else str(error)
+
+
+class DurableBudgetTokenStore:
+    """Tokens, fetch lock and last error in a fast shared store (Redis), the budget in the
+    database.
+
+    Why split: the upstream enforces its budget whatever happens to our Redis. A Redis restart
+    (no persistence, or an older snapshot) would forget the hour's requests and let the replicas
+    spend a second budget within the hour, which DESIGN §5 forbids. A budget is a handful of
+    writes an hour, so keeping it in PostgreSQL costs nothing; losing a cached token or a lock
+    costs one more (budgeted) fetch, so those may stay in Redis.
+    """
+
+    def __init__(self, fast: TokenStore, durable: SqlTokenStore) -> None:
+        self._fast = fast
+        self._durable = durable
+
+    async def load_token(self, name: str) -> StoredToken | None:
+        """The cached token (fast store)."""
+        return await self._fast.load_token(name)
+
+    async def save_token(self, name: str, token: StoredToken, *, now: float) -> None:
+        """Cache `token` (fast store)."""
+        await self._fast.save_token(name, token, now=now)
+
+    async def clear_token(self, name: str, *, only_if: str | None = None) -> None:
+        """Forget the cached token (fast store)."""
+        await self._fast.clear_token(name, only_if=only_if)
+
+    async def try_acquire_budget(
+        self, name: str, *, now: float, limit: int, window: float
+    ) -> tuple[bool, float]:
+        """Record one request in the durable budget, if the window allows it."""
+        return await self._durable.try_acquire_budget(name, now=now, limit=limit, window=window)
+
+    async def requests_in_window(self, name: str, *, now: float, window: float) -> int:
+        """Requests in the durable budget's window."""
+        return await self._durable.requests_in_window(name, now=now, window=window)
+
+    async def acquire_lock(self, name: str, owner: str, *, ttl: float, now: float) -> bool:
+        """Take the fetch lock (fast store)."""
+        return await self._fast.acquire_lock(name, owner, ttl=ttl, now=now)
+
+    async def release_lock(self, name: str, owner: str) -> None:
+        """Release the fetch lock (fast store)."""
+        await self._fast.release_lock(name, owner)
+
+    async def record_error(self, name: str, error: str | None) -> None:
+        """Remember the last failure (fast store)."""
+        await self._fast.record_error(name, error)
+
+    async def last_error(self, name: str) -> str | None:
+        """The last failure (fast store)."""
+        return await self._fast.last_error(name)
