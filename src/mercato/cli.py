@@ -39,7 +39,7 @@ def _settings(data_dir: Path | None = None) -> Settings:
     return settings
 
 
-def _serve(app_obj: object, host: str, port: int) -> None:
+def _serve(app_obj: object, host: str, port: int, fd: int | None = None) -> None:
     import uvicorn
 
     config = uvicorn.Config(
@@ -50,7 +50,22 @@ def _serve(app_obj: object, host: str, port: int) -> None:
         access_log=False,
         lifespan="on",
     )
-    uvicorn.Server(config).run()
+    if fd is None:
+        uvicorn.Server(config).run()
+        return
+    import socket
+
+    # A socket the parent bound and handed over (no window in which another process could
+    # take the port). Not uvicorn's own `fd=`, which wraps every descriptor as AF_UNIX: read
+    # from the descriptor, the family is TCP's, so the loop treats it as such (asyncio sets
+    # TCP_NODELAY on AF_INET/AF_INET6 connections only). uvicorn listens on it once the app
+    # has started: until this process is ready a connection is refused (a proxy tries another
+    # replica) rather than left waiting in the backlog.
+    sock = socket.socket(fileno=fd)  # family and type read from the descriptor
+    if sock.type != socket.SOCK_STREAM:
+        raise typer.BadParameter(f"descriptor {fd} is not a stream socket")
+    console.print(f"serving on {sock.getsockname()} (descriptor {fd})")
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 @app.command()
@@ -97,15 +112,35 @@ def _enable_demo() -> None:
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help="The service whose API to serve.")],
+    service: Annotated[str, typer.Argument(help="The service whose API to serve, or `gateway`.")],
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
+    fd: Annotated[
+        int | None,
+        typer.Option(help="Serve on this inherited, bound socket instead of --host/--port."),
+    ] = None,
 ) -> None:
-    """Serve one service's HTTP API (distributed mode; run as many replicas as needed)."""
-    from mercato.app import create_service_app
+    """Serve one service's HTTP API (distributed mode; run as many replicas as needed).
+
+    `mercato serve gateway` is the gateway's companion: the installation's whole OpenAPI
+    document, `/docs`, `/redoc` and a `/ready` over every service's replicas (named in
+    `MERCATO_GATEWAY_UPSTREAMS`, JSON `{"service": ["host:port", ...]}`).
+    """
+    from mercato.gateway import GATEWAY
 
     settings = _settings()
-    _serve(create_service_app(service, settings), host, port)
+    if service == GATEWAY:
+        import logging
+
+        from mercato.gateway_app import create_gateway_app
+
+        # Each /ready asks every replica; a log line per probe would bury everything else.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        _serve(create_gateway_app(), host, port, fd)
+        return
+    from mercato.app import create_service_app
+
+    _serve(create_service_app(service, settings), host, port, fd)
 
 
 @app.command()
@@ -244,7 +279,7 @@ def stats(data_dir: Annotated[Path | None, typer.Option()] = None) -> None:
 
 @app.command("dev-cluster")
 def dev_cluster(
-    port: Annotated[int, typer.Option(help="The gateway's port.")] = 8080,
+    port: Annotated[int, typer.Option(help="The gateway's port (0: any free one).")] = 8080,
     replicas: Annotated[int, typer.Option(help="Replicas of each service's API.")] = 2,
     workdir: Annotated[Path, typer.Option(help="Logs, nginx config, data.")] = Path(".devcluster"),
     database: Annotated[str, typer.Option(help="PostgreSQL database (created if missing).")] = (
@@ -253,7 +288,8 @@ def dev_cluster(
     pg_admin_url: Annotated[str, typer.Option()] = "postgresql://postgres@127.0.0.1:5432/postgres",
     partner_port: Annotated[int, typer.Option(help="Partner sandbox port (0: none).")] = 8100,
 ) -> None:
-    """Distributed mode on this machine: PostgreSQL-backed services, replicas, worker, nginx."""
+    """Distributed mode on this machine: PostgreSQL-backed services, replicas, worker, nginx,
+    and the gateway's companion (`mercato serve gateway`) for /openapi.json, /docs and /ready."""
     import signal
 
     from mercato.devcluster import ClusterConfig, DevCluster, ensure_pg_database
@@ -279,7 +315,9 @@ def dev_cluster(
         cluster.start()
         console.print(f"[bold]Mercato dev cluster[/bold] at {cluster.base_url}")
         console.print(f"  {replicas} replicas of each service behind nginx, one worker")
-        console.print(f"  one service's docs: {cluster.base_url}/services/catalog/docs")
+        console.print(f"  API docs   {cluster.base_url}/docs   (ReDoc {cluster.base_url}/redoc)")
+        console.print(f"  readiness  {cluster.base_url}/ready   (every service's replicas)")
+        console.print(f"  one service's own docs: {cluster.base_url}/services/catalog/docs")
         console.print("  Ctrl-C stops everything")
         while not stopping:
             time.sleep(0.5)

@@ -4,10 +4,16 @@ DESIGN §2 gives every service one URL space, so a client cannot tell the embedd
 a gateway in front of separate services. `render_nginx` writes the nginx configuration for a set
 of upstream addresses: `deploy/nginx.conf` (containers) and the dev cluster (localhost ports)
 are both rendered from `ROUTES`, so they cannot drift apart.
+
+What no single service can answer, the installation-wide OpenAPI document, its docs and the
+readiness of every service, is answered by the gateway's companion process (`GATEWAY`,
+`mercato serve gateway`, `mercato.gateway_app`); nginx sends it the exact paths in
+`GATEWAY_PATHS`. This module stays free of FastAPI so that rendering a config needs no web stack.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 # Path prefixes each service answers (nginx prefix locations; the longest match wins).
@@ -33,6 +39,12 @@ ROUTES: Mapping[str, tuple[str, ...]] = {
     ),
 }
 
+# The companion's name in upstreams (`mercato serve gateway`), and the exact paths it answers.
+GATEWAY = "gateway"
+GATEWAY_PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/ready")
+# The environment variable naming the companion's upstreams: JSON {"service": ["host:port"]}.
+UPSTREAMS_ENV = "MERCATO_GATEWAY_UPSTREAMS"
+
 _NOT_FOUND = (
     '{"type": "https://mercato.dev/problems/not-found", "title": "Not Found", '
     '"status": 404, "detail": "no service answers this path"}'
@@ -55,18 +67,23 @@ def render_nginx(
     temp_dir: str = "tmp",
     access_log: str = "off",
 ) -> str:
-    """The whole nginx.conf for `upstreams` (service -> ["host:port", ...])."""
-    missing = sorted(set(ROUTES) - set(upstreams))
+    """The whole nginx.conf for `upstreams` (service -> ["host:port", ...]; every service of
+    `ROUTES` and the companion `GATEWAY`)."""
+    missing = sorted({*ROUTES, GATEWAY} - set(upstreams))
     if missing:
         raise ValueError(f"no upstream for {', '.join(missing)}")
     blocks: list[str] = []
-    for service in ROUTES:
+    for service in (*ROUTES, GATEWAY):
         servers = "\n".join(
             f"        server {address} max_fails=1 fail_timeout=2s;"
             for address in upstreams[service]
         )
         blocks.append(f"    upstream {service} {{\n{servers}\n        keepalive 16;\n    }}")
-    locations: list[str] = []
+    # Exact locations: they win over every prefix, so `/docs` is never a service's own page.
+    locations = [
+        f"        location = {path} {{\n{_PROXY.format(upstream=GATEWAY)}\n        }}"
+        for path in GATEWAY_PATHS
+    ]
     for service, prefixes in ROUTES.items():
         for prefix in prefixes:
             locations.append(
@@ -128,7 +145,10 @@ http {{
 
 
 def owner_of(path: str) -> str | None:
-    """The service the gateway sends `path` to (longest matching prefix), if any."""
+    """The service the gateway sends `path` to (`GATEWAY` for its exact paths, else the longest
+    matching prefix), if any."""
+    if path in GATEWAY_PATHS:
+        return GATEWAY
     best: tuple[int, str] | None = None
     for service, prefixes in ROUTES.items():
         for prefix in prefixes:
@@ -138,8 +158,14 @@ def owner_of(path: str) -> str | None:
 
 
 def compose_upstreams() -> dict[str, list[str]]:
-    """Upstreams of `deploy/compose.yaml`: one compose service per Mercato service, port 8000."""
-    return {service: [f"{service}:8000"] for service in ROUTES}
+    """Upstreams of `deploy/compose.yaml`: one compose service per Mercato service, port 8000,
+    and the companion's container `gateway-app`."""
+    return {**{service: [f"{service}:8000"] for service in ROUTES}, GATEWAY: ["gateway-app:8000"]}
+
+
+def services_upstreams_json(upstreams: Mapping[str, Sequence[str]]) -> str:
+    """The companion's `MERCATO_GATEWAY_UPSTREAMS` value: the services' part of `upstreams`."""
+    return json.dumps({service: list(upstreams[service]) for service in ROUTES})
 
 
 def compose_nginx_conf() -> str:

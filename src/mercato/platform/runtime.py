@@ -54,6 +54,13 @@ class Platform:
         migrate_on_start: bool = True,
         topology: Sequence[ServiceModule] = (),
     ) -> None:
+        if role != "embedded" and not settings.redis_url:
+            # Replicas agree on revocations, throttles, budgets and token caches through Redis;
+            # each with a store of its own would accept a token another one revoked.
+            raise ConfigurationError(
+                "distributed mode (mercato serve / mercato worker) needs MERCATO_REDIS_URL: "
+                "revocations, throttles and budgets are shared there"
+            )
         self.settings = settings
         self.modules = list(modules)
         # Every consumer of the installation, run here or not: declared on the broker at start.
@@ -258,10 +265,12 @@ class Platform:
             finally:
                 await self.stop()
 
+        checks = self._readiness_checks()
         app = create_base_app(
             title,
             max_body_bytes=self.settings.max_body_bytes,
-            readiness=self._readiness_checks(),
+            readiness=checks,
+            ready_services=self._readiness_by_service([name for name, _ in checks]),
             lifespan=lifespan,
         )
         for module in self.modules:
@@ -299,6 +308,19 @@ class Platform:
 
             checks.append(("broker", check_broker))
         return checks
+
+    def _readiness_by_service(self, names: Sequence[str]) -> dict[str, list[str]]:
+        """Which of the readiness checks `names` each service of this process depends on: its
+        own database, and the Redis and broker every service here shares."""
+        shared = [name for name in names if not name.startswith("database:")]
+        return {
+            module.name: [name for name in names if name == f"database:{module.name}"] + shared
+            for module in self.modules
+        }
+
+
+class ConfigurationError(RuntimeError):
+    """The settings cannot run this role (said in one line, before anything is written)."""
 
 
 def _redis_client(settings: Settings) -> Any:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -173,9 +174,14 @@ def create_base_app(
     *,
     max_body_bytes: int,
     readiness: Sequence[tuple[str, ReadinessCheck]] = (),
+    ready_services: Mapping[str, Sequence[str]] | None = None,
     lifespan: Any = None,
 ) -> FastAPI:
-    """A FastAPI app with the platform's errors, middleware and operational endpoints."""
+    """A FastAPI app with the platform's errors, middleware and operational endpoints.
+
+    `ready_services` names, for each service of the process, the readiness checks it depends
+    on; `/ready` reports each service's status from them.
+    """
     app = FastAPI(
         title=title,
         version=__version__,
@@ -196,18 +202,22 @@ def create_base_app(
 
     @app.get("/ready", tags=["operations"])
     async def ready() -> JSONResponse:
-        """Readiness: every database, and the broker and Redis where configured, answer."""
-        results: dict[str, str] = {}
-        ok = True
-        for name, check in checks:
-            try:
-                await check()
-                results[name] = "ok"
-            except Exception as exc:
-                ok = False
-                results[name] = f"unavailable: {type(exc).__name__}"
-        status = 200 if ok else 503
-        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": results}, status)
+        """Readiness: every database, and the broker and Redis where configured, answer.
+
+        `services` says it per service (its database, plus Redis and the broker it shares), in
+        the shape the distributed gateway's `/ready` answers too, so one check reads both.
+        """
+        # At once: a database that hangs does not hold up the answer about the others.
+        outcomes = await asyncio.gather(*(_outcome(check) for _, check in checks))
+        results = {name: outcome for (name, _), outcome in zip(checks, outcomes, strict=True)}
+        ok = all(outcome == "ok" for outcome in results.values())
+        services: dict[str, dict[str, Any]] = {}
+        for service, names in (ready_services or {}).items():
+            own = {name: results[name] for name in names if name in results}
+            fine = all(outcome == "ok" for outcome in own.values())
+            services[service] = {"status": "ok" if fine else "unavailable", "checks": own}
+        body = {"status": "ok" if ok else "unavailable", "checks": results, "services": services}
+        return JSONResponse(body, 200 if ok else 503)
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
     async def metrics() -> Response:
@@ -215,3 +225,11 @@ def create_base_app(
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+async def _outcome(check: ReadinessCheck) -> str:
+    try:
+        await check()
+    except Exception as exc:
+        return f"unavailable: {type(exc).__name__}"
+    return "ok"
