@@ -5,6 +5,11 @@ change and the answer event, so redelivery and any order of arrival keep stock e
 
 - `order.placed` first → reserve (or reject); a later `order.failed` releases a reservation;
 - `order.failed` first → a `cancelled` tombstone; the late `order.placed` takes nothing.
+
+The log lines here run inside the consumer's transaction, which may still roll back (the worker
+dies before the commit, another handler of the same batch fails): they say what this attempt
+decided ("reserving", "releasing"), never that it happened. The answer event committed with the
+change is the record that it did; a rolled-back attempt is simply decided again on redelivery.
 """
 
 from __future__ import annotations
@@ -61,9 +66,10 @@ async def reserve(uow: UnitOfWork, placed: OrderPlaced) -> None:
             ),
             subject=placed.order_id,
         )
-        log.info("stock rejected", order_id=placed.order_id, reason=rejected.reason)
+        log.info("rejecting stock", order_id=placed.order_id, reason=rejected.reason)
         return
     await books.set(placed.order_id, ReservationState.RESERVED, now, items=wanted)
+    log.info("reserving stock", order_id=placed.order_id, lines=len(wanted))
     await uow.emit(
         StockReserved(order_id=placed.order_id, items=_lines(wanted), occurred_at=now),
         subject=placed.order_id,
@@ -89,4 +95,4 @@ async def release(uow: UnitOfWork, failed: OrderFailed) -> None:
         StockReleased(order_id=failed.order_id, items=_lines(reservation.items), occurred_at=now),
         subject=failed.order_id,
     )
-    log.info("stock released", order_id=failed.order_id)
+    log.info("releasing stock", order_id=failed.order_id, lines=len(reservation.items))

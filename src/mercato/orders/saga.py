@@ -7,6 +7,11 @@ outside the state machine's edges and changes nothing.
 A late success after a failure needs no action here: `order.failed` was emitted when the order
 failed, and wallet and catalog undo what they did for it whichever of `order.placed` and
 `order.failed` they see first (see `wallet.payments` and `catalog.stock`).
+
+The log lines here run inside the consumer's transaction, which may still roll back (the worker
+dies before the commit, another handler of the same batch fails): they say what this attempt
+decided ("completing", "failing"), never that it happened. The announcement committed with the
+order is the record that it did; a rolled-back attempt is simply decided again on redelivery.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ async def _announce(uow: UnitOfWork, transition: Transition) -> None:
             ),
             subject=order.id,
         )
-        log.info("order completed", order_id=order.id)
+        log.info("completing order", order_id=order.id)
     elif transition.announce is Announce.FAILED:
         await uow.emit(
             OrderFailed(
@@ -70,7 +75,7 @@ async def _announce(uow: UnitOfWork, transition: Transition) -> None:
             ),
             subject=order.id,
         )
-        log.info("order failed", order_id=order.id, reason=order.fail_reason)
+        log.info("failing order", order_id=order.id, reason=order.fail_reason)
 
 
 async def _apply(uow: UnitOfWork, order_id: str, step: Callable[[Order], Transition]) -> None:

@@ -6,6 +6,11 @@ keep balances exact:
 
 - `order.placed` first → debit (or reject); a later `order.failed` refunds a debit once;
 - `order.failed` first → a `cancelled` tombstone; the late `order.placed` takes nothing.
+
+The log lines here run inside the consumer's transaction, which may still roll back (the worker
+dies before the commit, another handler of the same batch fails): they say what this attempt
+decided ("debiting", "refunding"), never that it happened. The answer event committed with the
+change is the record that it did; a rolled-back attempt is simply decided again on redelivery.
 """
 
 from __future__ import annotations
@@ -56,9 +61,10 @@ async def debit(uow: UnitOfWork, placed: OrderPlaced) -> None:
             ),
             subject=placed.order_id,
         )
-        log.info("payment rejected", order_id=placed.order_id, reason=reason)
+        log.info("rejecting payment", order_id=placed.order_id, reason=reason)
         return
     await repo.set_payment(placed.order_id, PaymentState.DEBITED, now, amount=placed.total)
+    log.info("debiting payment", order_id=placed.order_id, amount=str(placed.total))
     await uow.emit(
         PaymentDebited(
             order_id=placed.order_id, user_id=placed.user_id, amount=placed.total, occurred_at=now
@@ -90,4 +96,4 @@ async def refund(uow: UnitOfWork, failed: OrderFailed) -> None:
         ),
         subject=failed.order_id,
     )
-    log.info("payment refunded", order_id=failed.order_id)
+    log.info("refunding payment", order_id=failed.order_id, amount=str(payment.amount))
