@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 from mercato.app import build_platform
 from mercato.platform.auth import generate_signing_key, issue_access_token, jwks
-from mercato.platform.runtime import Platform
+from mercato.platform.runtime import Platform, Role
 from mercato.platform.settings import Settings
 
 ADMIN_PASSWORD = "Admin-Pass-1234"
@@ -70,9 +70,12 @@ class Stack:
 
 
 @asynccontextmanager
-async def stack(settings: Settings, services: Sequence[str] | None = None) -> AsyncIterator[Stack]:
-    """The platform with `services` (all by default), started; stopped on exit."""
-    platform = build_platform(settings, services)
+async def stack(
+    settings: Settings, services: Sequence[str] | None = None, *, role: Role = "embedded"
+) -> AsyncIterator[Stack]:
+    """The platform with `services` (all by default), started; stopped on exit. Another role
+    (`api`: a replica of `mercato serve`) skips migrations, which the first stack applied."""
+    platform = build_platform(settings, services, role=role, migrate_on_start=role == "embedded")
     if "identity" not in platform.contexts:
         # No identity in this stack: tokens come from a test key (see `caller_token`).
         platform.shared.local_jwks = lambda: jwks([_TEST_KEY])

@@ -6,35 +6,16 @@ one is refused by the other straight away (replicas do not cache clients)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import jwt
 import pytest
 
-from mercato.app import build_platform
 from mercato.identity.wiring import deps_of
-from mercato.platform.runtime import Role
-from mercato.platform.settings import Settings
 from tests.harness import Stack, admin, embedded_settings, stack
 
 CC = {"grant_type": "client_credentials"}
-
-
-@asynccontextmanager
-async def replica(settings: Settings, role: Role) -> AsyncIterator[Stack]:
-    """One more identity process on the same database, in the given role."""
-    platform = build_platform(settings, ["identity"], role=role, migrate_on_start=False)
-    app = platform.create_app("Mercato identity")
-    await platform.start()
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://replica.test") as client:
-            yield Stack(platform, app, client, settings)
-    finally:
-        await platform.stop()
 
 
 def kid(token: str) -> str:
@@ -60,7 +41,10 @@ async def test_rotation_and_client_deletion_reach_the_other_replica(
     settings = embedded_settings(
         data_dir, redis_url=redis_url, redis_prefix=redis_prefix, **databases
     )
-    async with stack(settings, ["accounts", "identity"]) as one, replica(settings, "api") as two:
+    async with (
+        stack(settings, ["accounts", "identity"]) as one,
+        stack(settings, ["identity"], role="api") as two,
+    ):
         boss = await admin(one)
         made = await one.client.post(
             "/api/v1/admin/clients",
