@@ -80,12 +80,18 @@ def run(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     data_dir: Annotated[Path | None, typer.Option(help="Where the SQLite files live.")] = None,
     demo: Annotated[bool, typer.Option(help="Also run the partner sandbox, seeded.")] = False,
+    fd: Annotated[
+        int | None,
+        typer.Option(help="Serve on this inherited, bound socket instead of --host/--port."),
+    ] = None,
 ) -> None:
     """Run every service in one process (embedded mode); migrations are applied on start."""
     from mercato.app import build_platform
 
     if demo:
         _enable_demo()
+    if fd is not None:
+        host, port = _bound_address(fd)
     # The export job reaches identity and catalog at this process's own address.
     os.environ.setdefault("MERCATO_PUBLIC_URL", f"http://{_local(host)}:{port}")
     settings = _settings(data_dir)
@@ -97,7 +103,16 @@ def run(
     creds = settings.data_dir / "admin-credentials.txt"
     if not settings.admin_password:
         console.print(f"  admin      credentials in {creds} (written on first start)")
-    _serve(platform.create_app("Mercato"), host, port)
+    _serve(platform.create_app("Mercato"), host, port, fd)
+
+
+def _bound_address(fd: int) -> tuple[str, int]:
+    """Where an inherited socket is bound, so the banner and the public URL name it."""
+    import socket
+
+    with socket.socket(fileno=socket.dup(fd)) as sock:
+        address = sock.getsockname()
+    return str(address[0]), int(address[1])
 
 
 def _local(host: str) -> str:
