@@ -17,6 +17,13 @@ class ClientCache:
         self.ttl = ttl
         self.size = size
         self._items: dict[str, tuple[float, Client]] = {}
+        # Bumped by every `forget`: a read that started before a forget must not put back
+        # what it read (the row may be gone by the time the read answers).
+        self._generation = 0
+
+    def generation(self) -> int:
+        """Take before reading a client from the database; hand to `put`."""
+        return self._generation
 
     def get(self, client_id: str) -> Client | None:
         """The cached client, if fresh."""
@@ -25,14 +32,15 @@ class ClientCache:
             return None
         return item[1]
 
-    def put(self, client: Client) -> None:
-        """Remember a client just read."""
-        if self.ttl <= 0:
+    def put(self, client: Client, read_since: int) -> None:
+        """Remember a client just read, unless something was forgotten since the read began."""
+        if self.ttl <= 0 or read_since != self._generation:
             return
         if len(self._items) >= self.size:
             self._items.pop(next(iter(self._items)))
         self._items[client.client_id] = (time.monotonic() + self.ttl, client)
 
     def forget(self, client_id: str) -> None:
-        """Drop a client (deleted here)."""
+        """Drop a client (deleted or changed here)."""
+        self._generation += 1
         self._items.pop(client_id, None)

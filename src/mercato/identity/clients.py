@@ -95,10 +95,11 @@ async def authenticate_client(
         return AuthenticatedClient(WEB_CLIENT_ID, None)
     client = deps.clients.get(presented.client_id)
     if client is None:
+        read_since = deps.clients.generation()
         async with deps.read() as conn:
             client = await ClientRepository(conn).get(presented.client_id)
         if client is not None:
-            deps.clients.put(client)
+            deps.clients.put(client, read_since)
     # Compared even when the client is unknown, so both failures cost the same.
     if not secret_matches(client.secret_hash if client else None, presented.secret or ""):
         log.info("client authentication failed")
@@ -173,6 +174,9 @@ async def delete_client(deps: IdentityDeps, client_id: str) -> None:
         families = await SessionRepository(uow.connection).families_of_client(client_id)
         await end_families(deps, uow, families, reason="client_deleted")
         await revoke_client_tokens(deps, uow, client_id)
+    # Again once committed: a token request that read the row before the commit must not
+    # have put it back (`put` refuses reads begun before a forget).
+    deps.clients.forget(client_id)
     log.info("client deleted", client_id=client_id)
 
 
