@@ -55,11 +55,12 @@ class Platform:
         topology: Sequence[ServiceModule] = (),
     ) -> None:
         if role != "embedded" and not settings.redis_url:
-            # Replicas agree on revocations, throttles, budgets and token caches through Redis;
-            # each with a store of its own would accept a token another one revoked.
+            # Replicas agree on revocations, client token budgets and cached upstream tokens
+            # through Redis (login throttles are in identity's database); each with a store of
+            # its own would accept a token another one revoked.
             raise ConfigurationError(
                 "distributed mode (mercato serve / mercato worker) needs MERCATO_REDIS_URL: "
-                "revocations, throttles and budgets are shared there"
+                "revocations, token budgets and cached tokens are shared there"
             )
         self.settings = settings
         self.modules = list(modules)
