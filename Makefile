@@ -31,10 +31,13 @@ format: install
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-# Tests that restart a shared service (RabbitMQ, Redis) run alone, after the parallel run.
+# Three passes: the parallel run; the black-box contract suite against `mercato run`, then the
+# dev cluster (one target at a time, each started once); last, alone, the tests that restart a
+# shared service (RabbitMQ, Redis).
 test: lint
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q -p no:cacheprovider -m "not disruptive"
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m disruptive
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -p no:cacheprovider -m "not disruptive and not contract"
+	$(BIN)/python -m pytest tests/contract -q -p no:cacheprovider -m "contract and not disruptive"
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "disruptive and not contract"
 
 test-fast: install
 	$(BIN)/python -m pytest tests/unit -q

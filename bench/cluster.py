@@ -1,19 +1,28 @@
-"""The distributed rows of `bench/saga.py` and `bench/catalog.py`: the dev cluster (every service
-on PostgreSQL, RabbitMQ and Redis, behind nginx) with 1 and 2 replicas per service, driven over
-real HTTP through the gateway by this process. The client shares the machine's two cores with
-the cluster, so the figures are a floor, not a ceiling.
+"""What the distributed mode costs (issue 14): orders/s and client-credentials tokens/s through
+the dev cluster's gateway (every service on PostgreSQL, RabbitMQ and Redis, behind nginx) with 1
+and 2 replicas per service, next to `mercato run` (one process, SQLite) on the same machine,
+both driven over real HTTP by this process. Every row starts a fresh installation; the targets
+are interleaved round by round, and the closing table gives each row's median and spread.
+
+Also the distributed rows of `bench/saga.py` and `bench/catalog.py` (`cluster`, `saga`,
+`listing`). The client shares the machine's two cores with what it measures, so the figures
+are a floor, not a ceiling. Prints; never fails on time.
+
+Run: `python bench/cluster.py [--rounds 3] [--orders 300] [--seconds 5]`.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,8 +32,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests import services
+from tests.running import Processes, mercato
 
-from mercato.devcluster import ClusterConfig, DevCluster, free_port
+from mercato.devcluster import ClusterConfig, DevCluster
 
 ADMIN_PASSWORD = "Admin-Pass-1234"
 PASSWORD = "Correct-Horse-9"
@@ -40,6 +50,27 @@ def available() -> bool:
     )
 
 
+BENCH_ENV = {
+    "MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD,
+    "MERCATO_LOG_LEVEL": "WARNING",
+    "MERCATO_WALLET_TOPUP_LIMIT": "1000000",
+}
+
+
+@asynccontextmanager
+async def embedded() -> AsyncIterator[str]:
+    """A fresh `mercato run` (own data dir) on a handed-over port; yields its URL."""
+    workdir = Path(tempfile.mkdtemp(prefix="mercato-bench-run-"))
+    processes = Processes(workdir)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MERCATO_")}
+    env.update(BENCH_ENV)
+    args = mercato("run", "--data-dir", str(workdir / "data"))
+    try:
+        yield await asyncio.to_thread(processes.spawn, "mercato", args, env, "/ready")
+    finally:
+        await asyncio.to_thread(processes.close)
+
+
 @asynccontextmanager
 async def cluster(replicas: int) -> AsyncIterator[str]:
     """A fresh dev cluster (own database, vhost, Redis prefix); yields the gateway's URL."""
@@ -52,14 +83,9 @@ async def cluster(replicas: int) -> AsyncIterator[str]:
             workdir=Path(tempfile.mkdtemp(prefix="mercato-bench-cluster-")),
             database_url=url,
             broker_url=broker,
-            port=free_port(),
+            port=0,
             replicas=replicas,
-            env={
-                "MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD,
-                "MERCATO_REDIS_PREFIX": f"mercato-bench:{tag}",
-                "MERCATO_LOG_LEVEL": "WARNING",
-                "MERCATO_WALLET_TOPUP_LIMIT": "1000000",
-            },
+            env={**BENCH_ENV, "MERCATO_REDIS_PREFIX": f"mercato-bench:{tag}"},
         )
     )
     try:
@@ -221,3 +247,121 @@ async def listing(base_url: str, seconds: float, concurrency: int, products: int
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return done / (time.perf_counter() - started)
+
+
+async def tokens(base_url: str, seconds: float, concurrency: int) -> dict[str, float]:
+    """`POST /oauth/token` (client_credentials, a client without a budget) per second for
+    `seconds` from `concurrency` connections, and the p99 of one request."""
+    limits = httpx.Limits(max_connections=concurrency * 2)
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
+        boss = await login(client, "admin", ADMIN_PASSWORD)
+        made = await client.post(
+            "/api/v1/admin/clients",
+            headers=boss,
+            json={"client_id": "bench-bot", "name": "bench", "scopes": ["catalog.read"]},
+        )
+        made.raise_for_status()
+        auth = (made.json()["client_id"], made.json()["client_secret"])
+        form = {"grant_type": "client_credentials"}
+        for _ in range(concurrency):  # warm-up: connections open, caches filled
+            (await client.post("/oauth/token", data=form, auth=auth)).raise_for_status()
+        latencies: list[float] = []
+        refused = 0
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal refused
+            while time.perf_counter() < deadline:
+                began = time.perf_counter()
+                answer = await client.post("/oauth/token", data=form, auth=auth)
+                if answer.status_code == 200:
+                    latencies.append(time.perf_counter() - began)
+                else:
+                    refused += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "rate": len(latencies) / elapsed,
+        "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000,
+        "refused": float(refused),
+    }
+
+
+Target = Callable[[], AbstractAsyncContextManager[str]]
+TARGETS: list[tuple[str, Target]] = [
+    ("mercato run (1 process, SQLite)", embedded),
+    ("dev cluster, 1 replica each", lambda: cluster(1)),
+    ("dev cluster, 2 replicas each", lambda: cluster(2)),
+]
+
+
+async def fresh(
+    start: Target, measure: Callable[[str], Awaitable[dict[str, float]]]
+) -> dict[str, float]:
+    """Start a fresh installation, measure one row on it, stop it."""
+    async with start() as url:
+        return await measure(url)
+
+
+def spread(values: list[float]) -> str:
+    """`median (min-max)` of one row's rounds."""
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--orders", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=5.0, help="half-load and token windows")
+    args = parser.parse_args()
+    if not available():
+        print("bench/cluster.py: needs PostgreSQL, Redis, RabbitMQ and nginx; nothing measured")
+        return
+    orders: dict[str, list[dict[str, float]]] = {name: [] for name, _ in TARGETS}
+    issued: dict[str, list[dict[str, float]]] = {name: [] for name, _ in TARGETS}
+    for round_number in range(args.rounds):
+        # Interleaved, and each round starts at another target, so a slow minute of the
+        # machine does not land on one row only.
+        shift = round_number % len(TARGETS)
+        for name, start in TARGETS[shift:] + TARGETS[:shift]:
+            orders[name].append(
+                await fresh(
+                    start, lambda url: saga(url, args.orders, args.concurrency, args.seconds)
+                )
+            )
+            issued[name].append(
+                await fresh(start, lambda url: tokens(url, args.seconds, args.concurrency))
+            )
+            last_o, last_t = orders[name][-1], issued[name][-1]
+            print(
+                f"round {round_number + 1} {name:<34} {last_o['rate']:>7.0f} orders/s "
+                f"(p99 {last_o['p99_half']:.0f} ms at half load)  {last_t['rate']:>7.0f} tokens/s "
+                f"(p99 {last_t['p99']:.0f} ms)",
+                flush=True,
+            )
+    print(
+        f"\nbench/cluster.py: {args.orders} one-line orders by {args.concurrency} clients, then "
+        f"{args.seconds:g} s at half load; client-credentials tokens for {args.seconds:g} s from "
+        f"{args.concurrency} connections; real HTTP from this process; medians of "
+        f"{args.rounds} interleaved rounds (min-max), each row on a fresh installation"
+    )
+    print(
+        f"{'target':<34}{'orders/s':>22}{'p99 ms, half load':>24}"
+        f"{'tokens/s':>24}{'token p99 ms':>22}"
+    )
+    for name, _ in TARGETS:
+        print(
+            f"{name:<34}{spread([r['rate'] for r in orders[name]]):>22}"
+            f"{spread([r['p99_half'] for r in orders[name]]):>24}"
+            f"{spread([r['rate'] for r in issued[name]]):>24}"
+            f"{spread([r['p99'] for r in issued[name]]):>22}"
+        )
+    print("baseline: the first row, `mercato run` on the same machine and client")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -77,7 +77,9 @@ def register(client: httpx.Client, prefix: str = "user") -> tuple[str, dict[str,
     return username, answer.json()
 
 
-def newcomer(client: httpx.Client, prefix: str = "user", top_up: str | None = None) -> dict[str, str]:
+def newcomer(
+    client: httpx.Client, prefix: str = "user", top_up: str | None = None
+) -> dict[str, str]:
     """Register, log in and (optionally) top up; the bearer header."""
     username, _ = register(client, prefix)
     headers = login(client, username)

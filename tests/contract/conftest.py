@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,9 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mercato.devcluster import ClusterConfig, DevCluster, ReservedPort
+from mercato.devcluster import ClusterConfig, DevCluster
 from tests import services
 from tests.contract.api import ADMIN_PASSWORD
+from tests.running import Processes, mercato, start_partner
 
 # What both targets run with. Every client of the suite is 127.0.0.1, so the per-address free
 # failures are raised (the logins retried while identity learns of a new user would otherwise
@@ -30,6 +29,9 @@ from tests.contract.api import ADMIN_PASSWORD
 COMMON_ENV = {
     "MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD,
     "MERCATO_IDENTITY_IP_FREE_FAILURES": "100000",
+    # A lock-out outlasts the few requests that check it on every replica (the default 1 s
+    # would make those checks a race with the clock).
+    "MERCATO_IDENTITY_LOGIN_BASE_DELAY_SECONDS": "60",
     "MERCATO_EVENT_RETRY_DELAYS": "0.2,1,2",
     # Scheduled ticks would only add noise; the suite runs jobs on demand.
     "MERCATO_JOB_EXPORT_PRODUCTS_INITIAL_DELAY": "3600",
@@ -78,103 +80,12 @@ class Target:
         )
 
 
-def _wait(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited:\n{log.read_text(errors='replace')}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer in {timeout} s:\n{log.read_text(errors='replace')}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _mercato(*args: str) -> list[str]:
-    return [sys.executable, "-m", "mercato.cli", *args]
-
-
-@dataclass
-class _Embedded:
-    workdir: Path
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    ports: list[ReservedPort] = field(default_factory=list)
-
-    def spawn(self, name: str, args: list[str], env: dict[str, str], probe: str) -> str:
-        """Start a child on a port this process holds and hands over (`--fd`)."""
-        reserved = ReservedPort()
-        self.ports.append(reserved)
-        sock = reserved.socket(listening=False)
-        url = f"http://127.0.0.1:{reserved.port}"
-        log = self.workdir / f"{name}.log"
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [*args, "--fd", str(sock.fileno())],
-                env={**env, "MERCATO_PUBLIC_URL": url, "MERCATO_ISSUER": url}
-                if name == "mercato"
-                else env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-                pass_fds=(sock.fileno(),),
-            )
-        sock.close()
-        self.processes.append(process)
-        _wait(f"{url}{probe}", process, log, 120)
-        return url
-
-    def close(self) -> None:
-        for process in reversed(self.processes):
-            _stop(process)
-        for reserved in self.ports:
-            reserved.close()
-
-
-def _partner(embedded: _Embedded, env: dict[str, str]) -> str:
-    # The sandbox takes --port only; it is retried on another port if that one was taken
-    # between choosing and binding (the rule: hand the socket over, or retry).
-    for _ in range(5):
-        holder = ReservedPort()
-        port = holder.port
-        holder.close()
-        log = embedded.workdir / "partner.log"
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                _mercato("partner", "--port", str(port)),
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=embedded.workdir,
-            )
-        try:
-            _wait(f"http://127.0.0.1:{port}/_stats", process, log, 60)
-        except RuntimeError:
-            _stop(process)
-            if "address already in use" in log.read_text(errors="replace").lower():
-                continue
-            raise
-        embedded.processes.append(process)
-        return f"http://127.0.0.1:{port}"
-    raise RuntimeError("the partner sandbox found no free port in 5 tries")
-
-
 def _embedded(workdir: Path) -> Iterator[Target]:
-    embedded = _Embedded(workdir)
+    embedded = Processes(workdir)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MERCATO_")}
     env.update(COMMON_ENV)
     try:
-        partner = _partner(embedded, env)
+        partner = start_partner(embedded, env)
         env.update(
             {
                 **PARTNER_ENV,
@@ -182,7 +93,7 @@ def _embedded(workdir: Path) -> Iterator[Target]:
                 "MERCATO_EXTERNAL_TOKEN_URL": f"{partner}/oauth/token",
             }
         )
-        args = _mercato("run", "--data-dir", str(workdir / "data"))
+        args = mercato("run", "--data-dir", str(workdir / "data"))
         url = embedded.spawn("mercato", args, env, "/ready")
         target = Target("embedded", url, workdir)
         target.process = embedded.processes[-1]
@@ -222,7 +133,9 @@ def _cluster(workdir: Path) -> Iterator[Target]:
 
 
 @pytest.fixture(scope="session", params=["embedded", "cluster"])
-def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+def target(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Target]:
     """The running installation under test: `mercato run`, then the dev cluster."""
     workdir = tmp_path_factory.mktemp(request.param)
     start = _embedded if request.param == "embedded" else _cluster

@@ -176,7 +176,13 @@ async def test_revocation_rfc7009(s: Stack) -> None:
 async def test_introspection_rfc7662(s: Stack) -> None:
     secret = await new_client(s)
     token = (await s.client.post(TOKEN, data=CC, auth=("robot", secret))).json()["access_token"]
-    answer = await s.client.post("/oauth/introspect", data={"token": token}, auth=("robot", secret))
+    # Without `mercato.introspect`, every token is inactive to the caller, its own too.
+    blind = await s.client.post("/oauth/introspect", data={"token": token}, auth=("robot", secret))
+    assert blind.status_code == 200 and blind.json() == {"active": False}
+    auditor = await new_client(s, client_id="auditor", scopes=["mercato.introspect"])
+    answer = await s.client.post(
+        "/oauth/introspect", data={"token": token}, auth=("auditor", auditor)
+    )
     assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
     body = answer.json()
     assert body["active"] is True and body["client_id"] == "robot"
@@ -184,7 +190,7 @@ async def test_introspection_rfc7662(s: Stack) -> None:
     assert body["exp"] > body["iat"] and body["sub"] == "robot"
     for value in ("garbage", token[:-4] + "AAAA"):
         dead = await s.client.post(
-            "/oauth/introspect", data={"token": value}, auth=("robot", secret)
+            "/oauth/introspect", data={"token": value}, auth=("auditor", auditor)
         )
         assert dead.json() == {"active": False}
     anonymous = await s.client.post("/oauth/introspect", data={"token": token})
@@ -193,6 +199,8 @@ async def test_introspection_rfc7662(s: Stack) -> None:
 
 async def test_discovery_and_jwks(s: Stack) -> None:
     meta = (await s.client.get("/.well-known/openid-configuration")).json()
+    rfc8414 = await s.client.get("/.well-known/oauth-authorization-server")
+    assert rfc8414.status_code == 200 and rfc8414.json() == meta
     issuer = s.settings.issuer
     assert meta["issuer"] == issuer
     assert meta["token_endpoint"] == f"{issuer}/oauth/token"

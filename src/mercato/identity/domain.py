@@ -24,6 +24,8 @@ GRANT_CLIENT_CREDENTIALS = "client_credentials"
 GRANT_PASSWORD = "password"
 GRANT_REFRESH_TOKEN = "refresh_token"
 GRANT_TYPES = (GRANT_CLIENT_CREDENTIALS, GRANT_PASSWORD, GRANT_REFRESH_TOKEN)
+# The scope a client needs for `POST /oauth/introspect` to tell it anything (DESIGN §2).
+INTROSPECT_SCOPE = "mercato.introspect"
 
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,100}$")

@@ -20,6 +20,7 @@ from mercato.identity.domain import (
     GRANT_CLIENT_CREDENTIALS,
     GRANT_PASSWORD,
     GRANT_REFRESH_TOKEN,
+    INTROSPECT_SCOPE,
     RuleBroken,
     digest,
     grant_scopes,
@@ -209,8 +210,14 @@ async def revoke(
 async def introspect(
     deps: IdentityDeps, presented: ClientCredentials | None, token: str
 ) -> dict[str, Any]:
-    """RFC 7662: whether a token is active, and its claims when it is."""
+    """RFC 7662: whether a token is active, and its claims when it is.
+
+    Only clients granted `INTROSPECT_SCOPE` learn anything (DESIGN §2): to any other client
+    every token is inactive, so a client cannot probe tokens it was handed or found.
+    """
     auth = await authenticate_client(deps, presented, allow_public=False)
+    if auth.client is None or INTROSPECT_SCOPE not in auth.client.scopes:
+        return {"active": False}
     if _looks_like_jwt(token):
         principal = await _verified(deps, token)
         if principal is None:
@@ -236,8 +243,8 @@ async def introspect(
         return {k: v for k, v in answer.items() if v is not None}
     async with deps.read() as conn:
         record = await SessionRepository(conn).find_refresh(digest(token))
-    # Another client's refresh token is reported inactive: introspection must not let a client
-    # probe tokens it does not own.
+    # Another client's refresh token is reported inactive, even to an introspecting client:
+    # a refresh token is its owner's secret, not a bearer token a resource server is shown.
     if record is None or not record.usable(utcnow()) or record.family.client_id != auth.client_id:
         return {"active": False}
     return {

@@ -148,9 +148,11 @@ def build_oauth_router(ctx: ServiceContext) -> APIRouter:
             return oauth_error(exc)
         return JSONResponse(answer, headers=NO_STORE)
 
+    @router.get("/.well-known/oauth-authorization-server")
     @router.get("/.well-known/openid-configuration")
     async def metadata() -> dict[str, Any]:
-        """RFC 8414 authorization server metadata."""
+        """RFC 8414 authorization server metadata (the same document at both well-known
+        paths: RFC 8414 clients ask the first, OpenID Connect discovery the second)."""
         issuer = ctx.settings.issuer.rstrip("/")
         auth_methods = ["client_secret_basic", "client_secret_post"]
         return {
