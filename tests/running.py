@@ -84,7 +84,7 @@ class Processes:
             reserved.close()
 
 
-def start_partner(embedded: Processes, env: dict[str, str]) -> str:
+def start_partner(embedded: Processes, env: dict[str, str], *options: str) -> str:
     """`mercato partner` (the sandbox), retried on another port if its own bind lost a race."""
     # The sandbox takes --port only; it is retried on another port if that one was taken
     # between choosing and binding (the rule: hand the socket over, or retry).
@@ -95,7 +95,7 @@ def start_partner(embedded: Processes, env: dict[str, str]) -> str:
         log = embedded.workdir / "partner.log"
         with log.open("ab") as out:
             process = subprocess.Popen(
-                mercato("partner", "--port", str(port)),
+                mercato("partner", "--port", str(port), *options),
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

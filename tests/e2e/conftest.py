@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,12 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from mercato.devcluster import ReservedPort
 
 
 @dataclass
@@ -31,6 +25,7 @@ class RunningPlatform:
     data_dir: Path
     process: subprocess.Popen[bytes]
     log_path: Path
+    reserved: ReservedPort | None = None
 
     def client(self, **kwargs: object) -> httpx.Client:
         """An HTTP client on the platform's base URL."""
@@ -47,31 +42,42 @@ def start_platform(
     extra_env: dict[str, str] | None = None,
     args: tuple[str, ...] = (),
     port: int | None = None,
+    reserved: ReservedPort | None = None,
 ) -> RunningPlatform:
-    """Start `mercato run` on a free port (or `port`) and wait until `/health` answers."""
-    port = port or free_port()
+    """Start `mercato run` and wait until `/health` answers.
+
+    Without `port`, on a socket bound here and handed over (`--fd`): no other process can take
+    the port between choosing it and listening (`reserved`: the port of an earlier start, to
+    restart where it ran). Its URL is the issuer and public URL unless `extra_env` says
+    otherwise.
+    """
+    if reserved is None and port is None:
+        reserved = ReservedPort()
+    sock = reserved.socket(listening=False) if reserved is not None else None
+    bound = port if reserved is None else reserved.port
+    url = f"http://127.0.0.1:{bound}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MERCATO_")}
     env.update({"MERCATO_LOG_JSON": "true", **(extra_env or {})})
-    log_path = data_dir.parent / f"mercato-{port}.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mercato.cli",
-                "run",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(data_dir),
-                *args,
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=data_dir.parent,
-        )
-    running = RunningPlatform(f"http://127.0.0.1:{port}", data_dir, process, log_path)
+    if sock is not None:
+        env.setdefault("MERCATO_PUBLIC_URL", url)
+        env.setdefault("MERCATO_ISSUER", url)
+    where = ["--port", str(port)] if sock is None else ["--fd", str(sock.fileno())]
+    log_path = data_dir.parent / f"mercato-{bound}.log"
+    try:
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "mercato.cli", "run", *where,
+                 "--data-dir", str(data_dir), *args],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=data_dir.parent,
+                pass_fds=() if sock is None else (sock.fileno(),),
+            )  # fmt: skip
+    finally:
+        if sock is not None:
+            sock.close()  # the child's now; the holder keeps the port until the test ends
+    running = RunningPlatform(url, data_dir, process, log_path, reserved)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -86,7 +92,7 @@ def start_platform(
     raise AssertionError(f"mercato run did not answer /health in time:\n{running.log()}")
 
 
-def stop_platform(running: RunningPlatform) -> None:
+def stop_platform(running: RunningPlatform, *, keep_port: bool = False) -> None:
     """SIGTERM and wait (SIGKILL after 20 s)."""
     running.process.terminate()
     try:
@@ -94,6 +100,8 @@ def stop_platform(running: RunningPlatform) -> None:
     except subprocess.TimeoutExpired:
         running.process.kill()
         running.process.wait()
+    if running.reserved is not None and not keep_port:
+        running.reserved.close()
 
 
 def until(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:

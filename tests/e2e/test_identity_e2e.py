@@ -10,7 +10,7 @@ import httpx
 
 from mercato.app import build_platform
 from mercato.platform.settings import Settings
-from tests.e2e.conftest import RunningPlatform, free_port, start_platform, stop_platform
+from tests.e2e.conftest import RunningPlatform, start_platform, stop_platform
 
 ADMIN_PASSWORD = "Admin-Pass-1234"
 
@@ -22,13 +22,13 @@ def login_when_replicated(
 ) -> httpx.Response:
     """Identity applies `user.created` a moment after registration; poll its replica through
     the only public signal there is, without hammering the throttle (a few tries, spaced)."""
-    for _ in range(4):
+    for pause in (0.5, 1, 2, 4):  # four failures stay under the account's five free ones
         answer = client.post(
             "/api/v1/auth/login", json={"username_or_email": who, "password": password}
         )
         if answer.status_code != 401:
             return answer
-        time.sleep(0.5)
+        time.sleep(pause)
     return answer
 
 
@@ -56,8 +56,9 @@ def test_register_login_me_logout_over_http(platform: RunningPlatform) -> None:
         assert client.get("/api/v1/accounts/me", headers=bearer).status_code == 401
         jwks = client.get("/.well-known/jwks.json").json()
     assert answer.json()["access_token"] not in platform.log()
-    stop_platform(platform)
-    again = start_platform(platform.data_dir)
+    stop_platform(platform, keep_port=True)
+    # The same address, so the same issuer: the old token is refused for being logged out.
+    again = start_platform(platform.data_dir, reserved=platform.reserved)
     try:
         with again.client() as client:
             assert client.get("/.well-known/jwks.json").json() == jwks  # same key after restart
@@ -69,13 +70,10 @@ def test_register_login_me_logout_over_http(platform: RunningPlatform) -> None:
 async def test_a_service_without_identity_verifies_tokens_with_the_issuers_jwks(
     tmp_path: Path,
 ) -> None:
-    port = free_port()
-    issuer = f"http://127.0.0.1:{port}"
     identity = start_platform(
-        tmp_path / "identity-data",
-        port=port,
-        extra_env={"MERCATO_ISSUER": issuer, "MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD},
+        tmp_path / "identity-data", extra_env={"MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD}
     )
+    issuer = identity.base_url
     try:
         with identity.client() as client:
             answer = login_when_replicated(client, "admin", ADMIN_PASSWORD)

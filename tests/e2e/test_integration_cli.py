@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import free_port, start_platform, stop_platform
+from mercato.devcluster import ReservedPort
+from tests.e2e.conftest import RunningPlatform, start_platform, stop_platform
+from tests.running import Processes, start_partner
 
 
 def mercato(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -31,36 +33,13 @@ def mercato(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedP
 
 @pytest.fixture
 def partner_url(tmp_path: Path) -> Iterator[str]:
-    """`mercato partner --token-budget 2` on a free port."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mercato.cli",
-            "partner",
-            "--port",
-            str(port),
-            "--token-budget",
-            "2",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=tmp_path,
-    )
-    url = f"http://127.0.0.1:{port}"
+    """`mercato partner --token-budget 2` (retried on another port if its bind lost a race)."""
+    children = Processes(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MERCATO_")}
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/_stats", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield url
+        yield start_partner(children, env, "--token-budget", "2")
     finally:
-        process.terminate()
-        process.wait(timeout=20)
+        children.close()
 
 
 def test_jobs_and_token_status_commands_against_the_partner(
@@ -101,12 +80,28 @@ def test_jobs_and_token_status_commands_against_the_partner(
     assert disabled.returncode != 0 and "disabled" in disabled.stdout + disabled.stderr
 
 
+def start_demo(data_dir: Path) -> tuple[RunningPlatform, int]:
+    """`mercato run --demo` with its in-process sandbox on a chosen port, chosen again if
+    another process took it before the sandbox bound it."""
+    for _ in range(5):
+        holder = ReservedPort()
+        partner_port = holder.port
+        holder.close()
+        try:
+            running = start_platform(
+                data_dir, args=("--demo",), extra_env={"MERCATO_PARTNER_PORT": str(partner_port)}
+            )
+        except AssertionError as exc:
+            if "address already in use" in str(exc).lower():
+                continue
+            raise
+        return running, partner_port
+    raise AssertionError("no free port for the demo's sandbox in 5 tries")
+
+
 def test_run_demo_starts_the_partner_and_the_syncs_use_it(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    partner_port = free_port()
-    running = start_platform(
-        data_dir, args=("--demo",), extra_env={"MERCATO_PARTNER_PORT": str(partner_port)}
-    )
+    running, partner_port = start_demo(data_dir)
     try:
         stats = httpx.get(f"http://127.0.0.1:{partner_port}/_stats", timeout=5).json()
         assert "tokens_issued" in stats
