@@ -4,68 +4,95 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.exceptions import TyperException
 
 from mercato import __version__
 from mercato.identity.cli import identity_app
+from mercato.identity.settings import IdentitySettings
 from mercato.integration.cli import register as register_integration
+from mercato.integration.settings import IntegrationSettings
+from mercato.platform import instance as instances
+from mercato.platform.config import SettingsError, load
 from mercato.platform.events.admin import Redeliver
 from mercato.platform.events.envelope import Envelope
 from mercato.platform.logging import configure_logging
-from mercato.platform.runtime import Platform
+from mercato.platform.runtime import ConfigurationError, Platform
 from mercato.platform.settings import Settings, get_settings
+from mercato.secrets_cli import secrets_app
 
 app = typer.Typer(help="Mercato: event-driven commerce backend.", no_args_is_help=True)
 events_app = typer.Typer(help="Inspect and operate the event backbone.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 app.add_typer(identity_app, name="identity")
+app.add_typer(secrets_app, name="secrets")
 register_integration(app)  # `mercato partner`, `mercato integration ...`, `mercato jobs ...`
 # soft_wrap: URLs stay whole when the output is a pipe or a log file, not an 80-column wrap.
 console = Console(soft_wrap=True)
 
 
 def _settings(data_dir: Path | None = None) -> Settings:
+    """This process's settings, every services' checked first: a bad value is one line
+    (SettingsError) before anything is opened or written."""
     if data_dir is not None:
         os.environ["MERCATO_DATA_DIR"] = str(data_dir)
-        get_settings.cache_clear()
+    get_settings.cache_clear()
+    for cls in (Settings, IdentitySettings, IntegrationSettings):
+        load(cls)
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
     return settings
 
 
-def _serve(app_obj: object, host: str, port: int, fd: int | None = None) -> None:
-    import uvicorn
+def _services(names: list[str], *, extra: tuple[str, ...] = ()) -> list[str]:
+    """`names`, each a service of this installation (else a one-line usage error)."""
+    from mercato.app import available_services
 
-    config = uvicorn.Config(
-        app_obj,  # type: ignore[arg-type]
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
+    known = [*available_services(), *extra]
+    for name in names:
+        if name not in known:
+            raise typer.BadParameter(f"no service {name!r}; services: {', '.join(known)}")
+    return names
+
+
+def _require_issuer(settings: Settings) -> None:
+    # Replicas sit behind a gateway or proxy: no process can tell the public URL from where
+    # it listens, and a wrong issuer makes every client's discovery check (and `iss`) fail.
+    if "issuer" not in settings.model_fields_set:
+        raise ConfigurationError(
+            "distributed mode (mercato serve / mercato worker) needs MERCATO_ISSUER: the public "
+            "URL clients reach identity at (discovery advertises it, tokens carry it as iss)"
+        )
+
+
+def _serve(
+    app_obj: object,
+    host: str,
+    port: int,
+    fd: int | None = None,
+    *,
+    on_listening: Callable[[], None] | None = None,
+    on_stopped: Callable[[], None] | None = None,
+) -> None:
+    from mercato.platform.serving import serve
+
+    serve(
+        app_obj,
+        host,
+        port,
+        fd,
+        on_listening=on_listening,
+        on_stopped=on_stopped,
+        say=console.print,
     )
-    if fd is None:
-        uvicorn.Server(config).run()
-        return
-    import socket
-
-    # A socket the parent bound and handed over (no window in which another process could
-    # take the port). Not uvicorn's own `fd=`, which wraps every descriptor as AF_UNIX: read
-    # from the descriptor, the family is TCP's, so the loop treats it as such (asyncio sets
-    # TCP_NODELAY on AF_INET/AF_INET6 connections only). uvicorn listens on it once the app
-    # has started: until this process is ready a connection is refused (a proxy tries another
-    # replica) rather than left waiting in the backlog.
-    sock = socket.socket(fileno=fd)  # family and type read from the descriptor
-    if sock.type != socket.SOCK_STREAM:
-        raise typer.BadParameter(f"descriptor {fd} is not a stream socket")
-    console.print(f"serving on {sock.getsockname()} (descriptor {fd})")
-    uvicorn.Server(config).run(sockets=[sock])
 
 
 @app.command()
@@ -85,38 +112,75 @@ def run(
         typer.Option(help="Serve on this inherited, bound socket instead of --host/--port."),
     ] = None,
 ) -> None:
-    """Run every service in one process (embedded mode); migrations are applied on start."""
+    """Run every service in one process (embedded mode); migrations are applied on start.
+
+    The issuer and public URL follow where it listens (`--host`/`--port`, or the socket of
+    `--fd`), unless `MERCATO_ISSUER` / `MERCATO_PUBLIC_URL` say otherwise (behind a proxy).
+    """
+    from mercato.accounts.module import CREDENTIALS_FILE
     from mercato.app import build_platform
 
     if demo:
         _enable_demo()
     if fd is not None:
-        host, port = _bound_address(fd)
-    # The export job reaches identity and catalog at this process's own address.
-    os.environ.setdefault("MERCATO_PUBLIC_URL", f"http://{_local(host)}:{port}")
-    settings = _settings(data_dir)
+        from mercato.platform.serving import bound_address
+
+        host, port = bound_address(fd)
+    listening = instances.listen_url(host, port)
+    settings = _embedded_settings(data_dir, listening)
     platform = build_platform(settings)
-    base = f"http://{host}:{port}"
+    base = settings.issuer.rstrip("/")
     console.print(f"[bold]Mercato {__version__}[/bold] embedded — data in {settings.data_dir}")
+    console.print(f"  issuer     {settings.issuer}")
+    if listening != base:
+        console.print(f"  listening  {listening}")
     console.print(f"  API docs   {base}/docs   (ReDoc {base}/redoc)")
     console.print(f"  health     {base}/health   metrics {base}/metrics")
-    creds = settings.data_dir / "admin-credentials.txt"
+    creds = settings.data_dir / CREDENTIALS_FILE
     if not settings.admin_password:
         console.print(f"  admin      credentials in {creds} (written on first start)")
-    _serve(platform.create_app("Mercato"), host, port, fd)
+    pid = os.getpid()
+
+    def record() -> None:
+        # Once it listens: a CLI command reading the record finds a process that answers.
+        instances.write(
+            settings.data_dir,
+            instances.Instance(
+                url=listening,
+                issuer=settings.issuer,
+                public_url=os.environ["MERCATO_PUBLIC_URL"],
+                pid=pid,
+                admin_credentials=str(creds.resolve()) if creds.exists() else None,
+            ),
+        )
+
+    def forget() -> None:
+        instances.remove(settings.data_dir, pid)
+
+    try:
+        _serve(
+            platform.create_app("Mercato"),
+            host,
+            port,
+            fd,
+            on_listening=record,
+            on_stopped=forget,
+        )
+    finally:
+        forget()
 
 
-def _bound_address(fd: int) -> tuple[str, int]:
-    """Where an inherited socket is bound, so the banner and the public URL name it."""
-    import socket
-
-    with socket.socket(fileno=socket.dup(fd)) as sock:
-        address = sock.getsockname()
-    return str(address[0]), int(address[1])
-
-
-def _local(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+def _embedded_settings(data_dir: Path | None, listening: str) -> Settings:
+    """Settings of `mercato run`: the issuer and public URL default to where it listens."""
+    first = _settings(data_dir)  # every value checked, .env included
+    integ = load(IntegrationSettings)
+    # The export job reaches identity and catalog at this process's own address.
+    public = integ.public_url or listening
+    os.environ["MERCATO_PUBLIC_URL"] = public
+    if "issuer" not in first.model_fields_set:
+        # Behind a proxy MERCATO_PUBLIC_URL names the public address, which tokens then carry.
+        os.environ["MERCATO_ISSUER"] = integ.public_url or listening
+    return _settings()
 
 
 def _enable_demo() -> None:
@@ -143,6 +207,7 @@ def serve(
     """
     from mercato.gateway import GATEWAY
 
+    _services([service], extra=(GATEWAY,))
     settings = _settings()
     if service == GATEWAY:
         import logging
@@ -155,6 +220,7 @@ def serve(
         return
     from mercato.app import create_service_app
 
+    _require_issuer(settings)
     _serve(create_service_app(service, settings), host, port, fd)
 
 
@@ -167,8 +233,10 @@ def worker(
     """Run outbox relays, event consumers and schedulers (distributed mode)."""
     from mercato.app import build_platform
 
+    chosen = _services(services or []) or None
     settings = _settings()
-    platform = build_platform(settings, services, role="worker", migrate_on_start=False)
+    _require_issuer(settings)
+    platform = build_platform(settings, chosen, role="worker", migrate_on_start=False)
 
     async def main() -> None:
         import signal
@@ -192,8 +260,9 @@ def migrate(
     """Apply database migrations of every service (or one)."""
     from mercato.app import build_platform
 
+    chosen = _services([service]) if service else None
     settings = _settings(data_dir)
-    platform = build_platform(settings, [service] if service else None)
+    platform = build_platform(settings, chosen)
 
     async def main() -> None:
         try:
@@ -343,8 +412,29 @@ def dev_cluster(
 
 
 def main() -> None:
-    """Entry point of the console script."""
-    app()
+    """Entry point of the console script: every error is one line on stderr, exit code ≠ 0."""
+    try:
+        code = app(standalone_mode=False)
+    except TyperException as exc:  # usage errors, typer.BadParameter
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `mercato` (or a group) alone: its help
+            if exc.format_message().strip():  # else rich has printed it already
+                typer.echo(exc.format_message(), err=True)
+            sys.exit(exc.exit_code)
+        _fail(exc.format_message(), exc.exit_code)
+    except typer.Abort:
+        _fail("aborted", 1)
+    except (SettingsError, ConfigurationError, instances.InstanceError) as exc:
+        _fail(str(exc), 2)
+    except Exception as exc:
+        if os.environ.get("MERCATO_LOG_LEVEL", "").upper() == "DEBUG":
+            raise  # the traceback, for whoever is debugging
+        _fail(f"{type(exc).__name__}: {exc} (MERCATO_LOG_LEVEL=DEBUG shows where)", 1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    sys.exit(code or 1)
 
 
 if __name__ == "__main__":

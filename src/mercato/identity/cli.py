@@ -12,8 +12,10 @@ from rich.console import Console
 from mercato.identity.module import MODULE
 from mercato.identity.settings import IdentitySettings
 from mercato.identity.wiring import build_keyring
+from mercato.platform.config import load
 from mercato.platform.db import Database
 from mercato.platform.migrations import upgrade
+from mercato.platform.secrets import secret_box
 from mercato.platform.settings import Settings
 from mercato.platform.uow import UnitOfWork
 
@@ -28,7 +30,10 @@ async def rotate(settings: Settings) -> tuple[str, list[str]]:
     try:
         await upgrade(database, [MODULE.migrations] if MODULE.migrations else [])
         keyring = build_keyring(
-            IdentitySettings(), lambda: UnitOfWork(database, "identity"), database.read
+            load(IdentitySettings),
+            lambda: UnitOfWork(database, "identity"),
+            database.read,
+            secrets=secret_box(settings),
         )
         await keyring.provision()
         kid = await keyring.rotate()
@@ -42,6 +47,7 @@ def rotate_key(
     data_dir: Annotated[Path | None, typer.Option(help="Where the SQLite files live.")] = None,
 ) -> None:
     """Make a new signing key current; the previous one keeps verifying until its tokens expire."""
-    settings = Settings() if data_dir is None else Settings(data_dir=data_dir)
+    # load: a bad setting is one line (mercato.cli prints it), before the database is opened.
+    settings = load(Settings) if data_dir is None else load(Settings, data_dir=data_dir)
     kid, published = asyncio.run(rotate(settings))
     console.print(f"new signing key {kid}; published: {', '.join(published)}")

@@ -8,13 +8,15 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mercato.integration.domain import Schedule, parse_schedule
+from mercato.platform.durations import Duration
 
 
 class IntegrationSettings(BaseSettings):
     """Upstreams, the export, and job schedules; unset values give a working embedded setup.
 
     Schedules read `300` (seconds), `30s`, `5m`, `1h`, `every 5m` or a five-field cron
-    expression (`*/5 * * * *`); initial delays are seconds after a process starts.
+    expression (`*/5 * * * *`); initial delays, leases, polls and timeouts read `20s`, `5m`,
+    `1h` or seconds (`mercato.platform.durations`).
     """
 
     model_config = SettingsConfigDict(
@@ -50,21 +52,24 @@ class IntegrationSettings(BaseSettings):
     export_file_pattern: str = "products_%Y%m%d_%H%M%S.csv"
     export_include_header: bool = True
     export_keep: int = Field(default=10, ge=1, le=10_000)
+    # Cells starting with = + - @ tab or CR get a leading ' so a spreadsheet shows them as text,
+    # never runs them as formulas (OWASP CSV injection); off for machine readers. Prices never.
+    export_neutralise_formulas: bool = True
 
     job_export_products_schedule: str = "5m"
-    job_export_products_initial_delay: float = Field(default=30.0, ge=0)
+    job_export_products_initial_delay: Duration = Field(default=30.0, ge=0)
     job_sync_external_products_schedule: str = "30m"
-    job_sync_external_products_initial_delay: float = Field(default=60.0, ge=0)
+    job_sync_external_products_initial_delay: Duration = Field(default=60.0, ge=0)
     job_sync_external_orders_schedule: str = "5m"
-    job_sync_external_orders_initial_delay: float = Field(default=10.0, ge=0)
+    job_sync_external_orders_initial_delay: Duration = Field(default=10.0, ge=0)
     # How long a run may go without a heartbeat before another replica declares it crashed.
-    job_lease_seconds: float = Field(default=60.0, gt=1)
-    scheduler_poll_seconds: float = Field(default=1.0, gt=0)
+    job_lease_seconds: Duration = Field(default=60.0, gt=1)
+    scheduler_poll_seconds: Duration = Field(default=1.0, gt=0)
 
-    http_attempt_timeout: float = Field(default=10.0, gt=0)
-    http_total_timeout: float = Field(default=30.0, gt=0)
+    http_attempt_timeout: Duration = Field(default=10.0, gt=0)
+    http_total_timeout: Duration = Field(default=30.0, gt=0)
     # The export streams every product: its whole download may take far longer than one call.
-    export_total_timeout: float = Field(default=600.0, gt=0)
+    export_total_timeout: Duration = Field(default=600.0, gt=0)
 
     @field_validator(
         "job_export_products_schedule",

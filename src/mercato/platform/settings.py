@@ -8,8 +8,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from mercato.platform.durations import Duration, parse_durations
 
 DEFAULT_RETRY_DELAYS = (1.0, 5.0, 30.0, 120.0, 600.0)
 
@@ -40,18 +42,46 @@ class Settings(BaseSettings):
     # NoDecode: read as "1,5,30" by the validator below, not as JSON.
     event_retry_delays: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_DELAYS
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
-    relay_poll_seconds: float = Field(default=1.0, gt=0)
+    relay_poll_seconds: Duration = Field(default=1.0, gt=0)
     consumer_batch_size: int = Field(default=200, ge=1, le=10_000)
     max_body_bytes: int = 1024 * 1024
     # The most a person may add to their own wallet in one top-up (admins are not capped).
     wallet_topup_limit: Decimal = Field(default=Decimal("10000.00"), gt=0, max_digits=12)
+    # The key-encryption key of secrets at rest (comma-separated Fernet keys, the first encrypts;
+    # see docs/secrets.md). Unset: embedded generates <data dir>/secrets.key; distributed refuses.
+    secrets_key: SecretStr | None = None
+
+    # Proxies whose X-Forwarded-For names the client (CIDRs, comma-separated; see
+    # mercato.platform.net). None by default: every peer is the client, whatever it claims.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    # Browser origins allowed to read answers (scheme://host[:port], comma-separated); none by
+    # default: CORS is off (mercato.platform.browser).
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @field_validator("trusted_proxies", "cors_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        return value.split(",") if isinstance(value, str) else value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from mercato.platform.net import parse_networks
+
+        return parse_networks(value)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from mercato.platform.browser import parse_origins
+
+        return parse_origins(value)
 
     @field_validator("event_retry_delays", mode="before")
     @classmethod
     def _parse_delays(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(float(part) for part in value.split(",") if part.strip())
-        return value
+        # "1,5,30" or "1s,5s,30s,2m": each a duration (mercato.platform.durations).
+        return parse_durations(value)
 
     def database_url_for(self, service: str) -> str:
         """The SQLAlchemy URL of one service's database.
