@@ -195,13 +195,19 @@ async def test_deleting_a_user_fails_their_pending_orders_and_undoes_them(
         assert (
             await s.client.delete("/api/v1/accounts/me", headers=jane.headers)
         ).status_code == 204
+        # Her token ended with the account: an admin looks at what became of the order.
+        boss = await admin(s)
+        assert (await s.client.get("/api/v1/orders", headers=jane.headers)).status_code == 401
 
         async def undone() -> bool:
-            answer = await s.client.get(f"/api/v1/orders/{order['id']}", headers=jane.headers)
+            answer = await s.client.get(f"/api/v1/orders/{order['id']}", headers=boss.headers)
             body = answer.json()
             return body["status"] == "failed" and body["payment_status"] == "refunded"
 
         await eventually(undone, what="order failed and refunded")
-        got = await s.client.get(f"/api/v1/orders/{order['id']}", headers=jane.headers)
+        got = await s.client.get(f"/api/v1/orders/{order['id']}", headers=boss.headers)
         assert got.json()["fail_reason"] == "user_deleted"
-        assert await balance(s, jane) == Decimal("50.00")
+        refunded = await s.client.get(
+            "/api/v1/wallet/balance", headers=boss.headers, params={"user_id": jane.id}
+        )
+        assert refunded.status_code == 200 and Decimal(refunded.json()["balance"]) == 50

@@ -103,8 +103,8 @@ async def test_deleted_users_wallet_is_closed(data_dir: Path) -> None:
             return answer.status_code == 404
 
         await eventually(closed, what="wallet closed")
-        # Her token still verifies until it expires, but the wallet takes nothing more.
+        # Her token ended with the account (issue 11 item 3): it is refused outright.
         again = await s.client.post(
             "/api/v1/wallet/topup", headers=jane.headers, json={"amount": 1}
         )
-        assert again.status_code == 404
+        assert again.status_code == 401

@@ -7,7 +7,7 @@ import structlog
 from mercato.accounts.contracts import UserCreated, UserDeleted, UserUpdated
 from mercato.identity.domain import Credential, release_keys, replicate, tombstone
 from mercato.identity.store import CredentialRepository
-from mercato.identity.tokens import IdentityDeps, end_user_sessions
+from mercato.identity.tokens import IdentityDeps, cut_off_person, end_user_sessions
 from mercato.identity.wiring import deps_of
 from mercato.platform.events.envelope import Envelope
 from mercato.platform.service import ServiceContext
@@ -23,7 +23,8 @@ async def apply_user_state(deps: IdentityDeps, uow: UnitOfWork, incoming: Creden
     applied) is settled by `release_keys`, so out-of-order events never wedge the consumer.
     """
     repo = CredentialRepository(uow.connection)
-    change = replicate(await repo.get(incoming.user_id), incoming)
+    current = await repo.get(incoming.user_id)
+    change = replicate(current, incoming)
     if not change.apply:
         return False
     state = change.state
@@ -32,11 +33,25 @@ async def apply_user_state(deps: IdentityDeps, uow: UnitOfWork, incoming: Creden
         if settled != holder:
             await repo.save(settled)
     await repo.save(state)
+    if current is not None and _ends_tokens(current, state):
+        # Accounts wrote this cut-off to the shared store when it answered; recording it here
+        # lets a restart (or a flushed Redis) get it back.
+        await cut_off_person(deps, uow, state.user_id, state.changed_at)
     if change.end_sessions:
         reason = "user_deleted" if state.status == "deleted" else "credentials_changed"
         ended = await end_user_sessions(deps, uow, state.user_id, reason)
         log.info("sessions ended", user_id=state.user_id, reason=reason, families=len(ended))
     return True
+
+
+def _ends_tokens(before: Credential, after: Credential) -> bool:
+    # What a token carries or presumes (roles, an account that may log in, the password it was
+    # obtained with) changed: tokens issued before must stop working.
+    return (
+        set(before.roles) != set(after.roles)
+        or before.status != after.status
+        or before.password_hash != after.password_hash
+    )
 
 
 def _credential(event: UserCreated | UserUpdated) -> Credential:

@@ -18,6 +18,7 @@ from mercato.identity.handlers import HANDLERS
 from mercato.identity.oauth_api import build_oauth_router
 from mercato.identity.sessions_store import RevocationRepository, SessionRepository
 from mercato.identity.store import ThrottleRepository
+from mercato.identity.subject_store import SubjectCutOffRepository
 from mercato.identity.tokens import restore_revocations
 from mercato.identity.wiring import deps_of
 from mercato.platform.aio import wait_any
@@ -54,13 +55,15 @@ def router(ctx: ServiceContext) -> APIRouter:
 
 
 async def prune(ctx: ServiceContext) -> None:
-    """Forget expired tokens, revocations and stale throttle counters."""
+    """Forget expired tokens, revocations (of tokens, clients and people) and stale throttle
+    counters."""
     deps = deps_of(ctx)
     now = utcnow()
     epoch = int(time.time())
     async with deps.uow() as uow:
         await SessionRepository(uow.connection).prune(now, epoch)
         await RevocationRepository(uow.connection).prune(epoch)
+        await SubjectCutOffRepository(uow.connection).prune(epoch)
         await ThrottleRepository(uow.connection).prune(
             epoch - deps.settings.identity_login_forget_seconds
         )

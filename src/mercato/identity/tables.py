@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Float, Index, Integer, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, String, Table, Text
 
 from mercato.platform.db import AutoIncrementId, UTCDateTime, naming_metadata
 
@@ -99,6 +99,17 @@ revoked_clients = Table(
     metadata,
     Column("client_id", String(64), primary_key=True),
     Column("issued_until", Integer, nullable=False),
+    Column("expires_at", Integer, nullable=False, index=True),
+)
+
+# People whose earlier tokens are refused (roles, status or password changed; deleted): tokens
+# with `iat * 1000 < cut_off` (cut-off in epoch milliseconds), until `expires_at` (epoch
+# seconds), when the last of them has expired. Reloaded into the shared store like the above.
+revoked_subjects = Table(
+    "revoked_subjects",
+    metadata,
+    Column("subject", String(64), primary_key=True),
+    Column("cut_off", BigInteger, nullable=False),
     Column("expires_at", Integer, nullable=False, index=True),
 )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,11 +15,29 @@ from mercato.identity.domain import Client, Credential, RefreshFamily, digest, n
 from mercato.identity.keyring import Keyring, ReadFactory
 from mercato.identity.sessions_store import RevocationRepository, SessionRepository
 from mercato.identity.settings import IdentitySettings
+from mercato.identity.subject_store import SubjectCutOffRepository
 from mercato.platform.auth import RevocationStore, TokenVerifier, issue_access_token
+from mercato.platform.auth.revocation import cut_off_ms
 from mercato.platform.clock import utcnow
+from mercato.platform.errors import DomainError
 from mercato.platform.uow import UnitOfWork, UnitOfWorkFactory
 
 PasswordChecker = Callable[[str | None, str], Awaitable[bool]]
+
+# How long a new token may wait for the second after a person's cut-off (see `mint_person`);
+# more than a second means the clocks of accounts and identity disagree.
+MAX_CUT_OFF_WAIT_SECONDS = 1.5
+CUT_OFF_WAIT_MARGIN_SECONDS = 0.01
+
+
+class NotYetApplied(DomainError):
+    """A person's change is cut off in the shared store but not yet in identity's replica."""
+
+    status = 503
+    type_slug = "service-unavailable"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Retry-After": "1"})
 
 
 @dataclass
@@ -51,7 +71,13 @@ class IssuedTokens:
 async def mint_person(
     deps: IdentityDeps, user: Credential, client_id: str, scopes: Iterable[str]
 ) -> tuple[str, dict[str, object]]:
-    """A person's access token: roles, username and e-mail from the replica."""
+    """A person's access token: roles, username and e-mail from the replica.
+
+    Never a token the person's cut-off refuses, nor one from a replica older than the cut-off
+    (accounts writes it before identity has applied the change: a token minted in between
+    would carry the old roles); 503 with `Retry-After` then.
+    """
+    await _clear_of_cut_off(deps, user)
     token, claims = issue_access_token(
         await deps.keyring.signing_key(),
         issuer=deps.issuer,
@@ -64,6 +90,24 @@ async def mint_person(
         extra_claims={"username": user.username, "email": user.email},
     )
     return token, claims
+
+
+async def _clear_of_cut_off(deps: IdentityDeps, user: Credential) -> None:
+    cut_off = await deps.revocations.subject_cut_off(user.user_id)
+    if cut_off is None:
+        return
+    if cut_off_ms(user.changed_at) < cut_off:
+        raise NotYetApplied("the account changed a moment ago; try again shortly")
+    # `iat` is whole seconds and the cut-off refuses every `iat` of its own second (it cannot
+    # tell earlier tokens of that second from later ones): wait for the next second, so the
+    # token signed now is one the cut-off lets through. This happens once per change, to the
+    # person who just changed; the caller's transaction stays open meanwhile (under a second).
+    wait = math.ceil(cut_off / 1000) - utcnow().timestamp()
+    if wait > MAX_CUT_OFF_WAIT_SECONDS:
+        raise NotYetApplied("the account changed a moment ago; try again shortly")
+    if wait > 0:
+        # With a margin: the event loop may fire a timer up to its clock resolution early.
+        await asyncio.sleep(wait + CUT_OFF_WAIT_MARGIN_SECONDS)
 
 
 async def mint_machine(
@@ -179,6 +223,22 @@ async def revoke_client_tokens(deps: IdentityDeps, uow: UnitOfWork, client_id: s
     await deps.revocations.revoke_client(client_id, now, now + lifetime)
 
 
+async def cut_off_person(
+    deps: IdentityDeps, uow: UnitOfWork, user_id: str, changed_at: datetime
+) -> int:
+    """Refuse every token of `user_id` issued before `changed_at` (their roles, status or
+    password changed, or they were deleted), everywhere and durably; answers the cut-off.
+
+    Accounts already wrote the same cut-off to the shared store when it answered (both derive
+    it from the change's time); this makes it outlive a restart of the shared store.
+    """
+    cut_off = cut_off_ms(changed_at)
+    expires_at = math.ceil(cut_off / 1000) + deps.settings.identity_person_token_seconds
+    await SubjectCutOffRepository(uow.connection).raise_to(user_id, cut_off, expires_at)
+    await deps.revocations.revoke_subject(user_id, cut_off, expires_at)
+    return cut_off
+
+
 async def restore_revocations(deps: IdentityDeps) -> int:
     """Put the still-relevant revocations back in the shared store (after a restart)."""
     now = int(utcnow().timestamp())
@@ -186,8 +246,11 @@ async def restore_revocations(deps: IdentityDeps) -> int:
         repository = RevocationRepository(conn)
         live = await repository.live(now)
         clients = await repository.live_clients(now)
+        subjects = await SubjectCutOffRepository(conn).live(now)
     for jti, expires_at in live:
         await deps.revocations.revoke(jti, expires_at)
     for client_id, issued_until, expires_at in clients:
         await deps.revocations.revoke_client(client_id, issued_until, expires_at)
-    return len(live) + len(clients)
+    for subject, cut_off, expires_at in subjects:
+        await deps.revocations.revoke_subject(subject, cut_off, expires_at)
+    return len(live) + len(clients) + len(subjects)

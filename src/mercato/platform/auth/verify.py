@@ -38,7 +38,8 @@ _JWT_ERRORS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
 
 
 class TokenVerifier:
-    """Checks access tokens against identity's keys and the revocation store.
+    """Checks access tokens against identity's keys and the revocation store (the token's jti,
+    its client's cut-off and its person's cut-off, in one round trip).
 
     A token already verified in this process is remembered (by SHA-256 of the token, never the
     token itself) until it expires, so repeated requests skip the signature check; revocation is
@@ -80,7 +81,12 @@ class TokenVerifier:
                 del self._cache[digest]
             principal = await self._verify_uncached(token)
             self._remember(digest, principal)
-        if await self.revocations.refuses(principal.jti, principal.client_id, principal.issued_at):
+        # A person's `sub` is checked against their cut-off (roles, status or password changed);
+        # a machine's `sub` is its client id, already covered by the client's cut-off.
+        subject = None if principal.is_machine else principal.sub
+        if await self.revocations.refuses(
+            principal.jti, principal.client_id, principal.issued_at, subject
+        ):
             raise Unauthorized("token revoked", headers=_invalid_token_header())
         return principal
 
