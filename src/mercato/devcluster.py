@@ -31,9 +31,13 @@ from typing import Literal
 import httpx
 
 from mercato.gateway import GATEWAY, ROUTES, UPSTREAMS_ENV, render_nginx, services_upstreams_json
+from mercato.platform.secrets import generate_key
 
 SERVICES = tuple(ROUTES)
 HOST = "127.0.0.1"
+# nginx connects to the replicas from this loopback address, the one proxy they trust: tests
+# and tools reach replicas directly from HOST, and what they say in X-Forwarded-For is ignored.
+PROXY_SOURCE = "127.0.0.2"
 
 
 def free_port() -> int:
@@ -143,6 +147,12 @@ class DevCluster:
             # client's secret is handed to both through the environment (DESIGN §6).
             secret_file.write_text(secrets.token_urlsafe(32))
             secret_file.chmod(0o600)
+        key_file = self.workdir / "secrets-key"
+        if not key_file.exists():
+            # The key-encryption key of secrets at rest, shared by every process (it must be:
+            # a replica cannot open what another sealed with a key of its own).
+            key_file.write_text(generate_key())
+            key_file.chmod(0o600)
         env.update(
             {
                 "MERCATO_DATABASE_URL": self.config.database_url,
@@ -153,7 +163,9 @@ class DevCluster:
                 "MERCATO_PUBLIC_URL": self.base_url,
                 "MERCATO_DATA_DIR": str(self.workdir / "data"),
                 "MERCATO_EXPORTER_CLIENT_SECRET": secret_file.read_text(),
+                "MERCATO_SECRETS_KEY": key_file.read_text(),
                 "MERCATO_LOG_JSON": "true",
+                "MERCATO_TRUSTED_PROXIES": f"{PROXY_SOURCE}/32",
                 **dict(self.config.env),
             }
         )
@@ -243,7 +255,7 @@ class DevCluster:
     def _write_nginx(self, upstreams: dict[str, list[str]]) -> None:
         (self.workdir / "tmp").mkdir(exist_ok=True)
         (self.workdir / "nginx.conf").write_text(
-            render_nginx(upstreams, listen=f"{HOST}:{self.port}")
+            render_nginx(upstreams, listen=f"{HOST}:{self.port}", source_address=PROXY_SOURCE)
         )
 
     def _spawn(self, child: Child) -> None:

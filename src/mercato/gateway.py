@@ -49,13 +49,21 @@ _NOT_FOUND = (
     '{"type": "https://mercato.dev/problems/not-found", "title": "Not Found", '
     '"status": 404, "detail": "no service answers this path"}'
 )
+# What nginx answers itself carries the headers every service's answer does
+# (mercato.platform.browser); proxied answers bring their own.
+_API_POLICY = "default-src 'none'; frame-ancestors 'none'"  # mercato.platform.browser's
+_OWN_ANSWER = f"""\
+            add_header X-Content-Type-Options nosniff always;
+            add_header Referrer-Policy no-referrer always;
+            add_header Content-Security-Policy "{_API_POLICY}" always;"""
 _PROXY = """\
             proxy_pass http://{upstream};
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-For $remote_addr;
             proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_pass_header Server;
             proxy_buffering off;"""
 
 
@@ -66,9 +74,18 @@ def render_nginx(
     pid_file: str = "nginx.pid",
     temp_dir: str = "tmp",
     access_log: str = "off",
+    source_address: str | None = None,
 ) -> str:
     """The whole nginx.conf for `upstreams` (service -> ["host:port", ...]; every service of
-    `ROUTES` and the companion `GATEWAY`)."""
+    `ROUTES` and the companion `GATEWAY`).
+
+    nginx is the edge: the `X-Forwarded-For` it sends is the address it saw, never a list a
+    client started, and the services believe it from nginx's address only (their
+    `MERCATO_TRUSTED_PROXIES`). `source_address` is the address nginx connects to them from
+    (`proxy_bind`), where its address alone does not tell nginx from a client (the dev cluster,
+    on loopback). Proxied answers carry no `Server` header (the services send none and nginx
+    passes that on); nginx's own answers (`/health`, 404, 502) say `nginx`, without a version.
+    """
     missing = sorted({*ROUTES, GATEWAY} - set(upstreams))
     if missing:
         raise ValueError(f"no upstream for {', '.join(missing)}")
@@ -98,6 +115,8 @@ def render_nginx(
     locations.append(
         f"        location ~ ^/services/(?<svc>{names})(?<rest>/.*)$ {{\n{to_service}\n        }}"
     )
+    bind = f"    proxy_bind {source_address};\n" if source_address else ""
+    own = _OWN_ANSWER
     body = "\n\n".join(blocks)
     routes = "\n".join(locations)
     return f"""\
@@ -122,7 +141,9 @@ http {{
     proxy_next_upstream error timeout http_502;
     proxy_connect_timeout 2s;
     proxy_read_timeout 60s;
-
+    # nginx's own answers name no version; the services' pass through with no Server header.
+    server_tokens off;
+{bind}
 {body}
 
     server {{
@@ -130,6 +151,7 @@ http {{
 
         location = /health {{
             default_type application/json;
+{own}
             return 200 '{{"status": "ok"}}';
         }}
 
@@ -137,6 +159,7 @@ http {{
 
         location / {{
             default_type application/problem+json;
+{own}
             return 404 '{_NOT_FOUND}';
         }}
     }}

@@ -24,21 +24,18 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from fastapi.openapi.docs import (
-    get_redoc_html,
-    get_swagger_ui_html,
-    get_swagger_ui_oauth2_redirect_html,
-)
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mercato import __version__
 from mercato.gateway import ROUTES
+from mercato.platform.browser import add_docs, protect
 from mercato.platform.errors import install_error_handlers
+from mercato.platform.net import trust_forwarded_headers
 from mercato.platform.settings import Settings, get_settings
 
 OPENAPI_URL = "/openapi.json"
-OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
+DOCS_URL = "/docs"
 TITLE = "Mercato"
 
 DocumentBuilder = Callable[[], dict[str, Any]]
@@ -91,9 +88,12 @@ def create_gateway_app(
     *,
     ready_timeout: float | None = None,
     document: DocumentBuilder = embedded_document,
+    platform_settings: Settings | None = None,
 ) -> FastAPI:
-    """The companion app; `upstreams` and `ready_timeout` default to `GatewaySettings`."""
+    """The companion app; `upstreams` and `ready_timeout` default to `GatewaySettings`, the
+    CORS origins and trusted proxies to the platform's settings (read now by default)."""
     settings = GatewaySettings()
+    common = platform_settings or Settings()
     chosen = dict(settings.upstreams if upstreams is None else upstreams)
     timeout = settings.ready_timeout if ready_timeout is None else ready_timeout
     # Every service of the route table must be ready, named in the config or not.
@@ -109,30 +109,18 @@ def create_gateway_app(
         redoc_url=None,
     )
     install_error_handlers(app)
+    # The same browser rules and forwarded addresses as every service (mercato.platform.web).
+    protect(app, common.cors_origins)
+    trust_forwarded_headers(app, common.trusted_proxies)
 
     @app.get(OPENAPI_URL)
     async def openapi() -> Response:
         """One OpenAPI document with every service's operations."""
         return Response(await cached.body(), media_type="application/json")
 
-    @app.get("/docs")
-    async def docs() -> HTMLResponse:
-        """Swagger UI on the whole document (as each service serves its own today)."""
-        return get_swagger_ui_html(
-            openapi_url=OPENAPI_URL,
-            title=f"{TITLE} - Swagger UI",
-            oauth2_redirect_url=OAUTH2_REDIRECT_URL,
-        )
-
-    @app.get(OAUTH2_REDIRECT_URL)
-    async def oauth2_redirect() -> HTMLResponse:
-        """Swagger UI's OAuth2 redirect page."""
-        return get_swagger_ui_oauth2_redirect_html()
-
-    @app.get("/redoc")
-    async def redoc() -> HTMLResponse:
-        """ReDoc on the whole document."""
-        return get_redoc_html(openapi_url=OPENAPI_URL, title=f"{TITLE} - ReDoc")
+    # Swagger UI (with its OAuth2 redirect page) and ReDoc on the whole document, the pages
+    # every service serves, with the same Content-Security-Policy.
+    add_docs(app, title=TITLE, openapi_url=OPENAPI_URL, docs_url=DOCS_URL)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

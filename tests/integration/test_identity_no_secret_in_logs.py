@@ -34,8 +34,13 @@ def debug_logging() -> Iterator[io.StringIO]:
 
 
 async def test_a_session_logs_no_secret(
-    data_dir: Path, debug_logging: io.StringIO, capfd: pytest.CaptureFixture[str]
+    data_dir: Path,
+    debug_logging: io.StringIO,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The password grant is off by default; on here, so its secrets are in the session too.
+    monkeypatch.setenv("MERCATO_IDENTITY_PASSWORD_GRANT_ENABLED", "true")
     secrets: list[str] = [USER_PASSWORD, WRONG_PASSWORD]
     async with stack(embedded_settings(data_dir), ["accounts", "identity"]) as s:
         boss = await admin(s)

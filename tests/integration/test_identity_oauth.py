@@ -18,7 +18,10 @@ CC = {"grant_type": "client_credentials"}
 
 
 @pytest.fixture
-async def s(data_dir: Path) -> AsyncIterator[Stack]:
+async def s(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stack]:
+    # The password grant is off by default (tests/integration/test_forwarded_and_browsers.py
+    # checks it is refused then); these tests cover it turned on.
+    monkeypatch.setenv("MERCATO_IDENTITY_PASSWORD_GRANT_ENABLED", "true")
     async with stack(embedded_settings(data_dir), ["accounts", "identity"]) as running:
         yield running
 

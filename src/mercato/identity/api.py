@@ -15,6 +15,7 @@ from mercato.identity.domain import WEB_CLIENT_ID, Client
 from mercato.identity.tokens import IdentityDeps, IssuedTokens
 from mercato.identity.wiring import deps_of
 from mercato.platform.auth import Principal
+from mercato.platform.net import client_address
 from mercato.platform.pagination import Page, PageDep
 from mercato.platform.service import ServiceContext
 
@@ -126,10 +127,6 @@ class RotatedKey(BaseModel):
     published: list[str]
 
 
-def _address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 def build_router(ctx: ServiceContext) -> APIRouter:
     """People's and admins' identity routes, bound to this service's context."""
     router = APIRouter(tags=["identity"])
@@ -149,7 +146,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             identifier=form.username_or_email,
             password=form.password,
             remember_me=form.remember_me,
-            address=_address(request),
+            address=client_address(request),
         )
         response.headers.update(NO_STORE)
         return TokenPair.of(await service.login(d, attempt))

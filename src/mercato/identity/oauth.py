@@ -28,6 +28,7 @@ from mercato.identity.domain import (
 )
 from mercato.identity.service import GrantRefused, LoginAttempt, login, refresh
 from mercato.identity.sessions_store import SessionRepository
+from mercato.identity.settings import IdentitySettings
 from mercato.identity.tokens import IdentityDeps, IssuedTokens, end_families, mint_machine
 from mercato.identity.tokens import revoke_access as revoke_access_tokens
 from mercato.platform.auth import Principal
@@ -74,18 +75,26 @@ def _may_use(grant_types: tuple[str, ...], grant_type: str) -> bool:
     return grant_type in grant_types
 
 
+def enabled_grants(settings: IdentitySettings) -> tuple[str, ...]:
+    """The grants this server answers (and discovery lists): the password grant only when
+    `identity_password_grant_enabled` turns it on."""
+    grants = [GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN]
+    if settings.identity_password_grant_enabled:
+        grants.insert(1, GRANT_PASSWORD)
+    return tuple(grants)
+
+
 async def token_request(
     deps: IdentityDeps,
     form: Mapping[str, str],
     presented: ClientCredentials | None,
     address: str,
 ) -> IssuedTokens:
-    """Answer `POST /oauth/token` for the three supported grants."""
+    """Answer `POST /oauth/token` for the enabled grants (`enabled_grants`)."""
     grant_type = _required(form, "grant_type")
-    if grant_type not in (GRANT_CLIENT_CREDENTIALS, GRANT_PASSWORD, GRANT_REFRESH_TOKEN):
-        raise OAuthError(
-            "unsupported_grant_type", "supported: client_credentials, password, refresh_token"
-        )
+    supported = enabled_grants(deps.settings)
+    if grant_type not in supported:
+        raise OAuthError("unsupported_grant_type", f"supported: {', '.join(supported)}")
     auth = await authenticate_client(
         deps, presented, allow_public=grant_type == GRANT_REFRESH_TOKEN
     )

@@ -16,8 +16,8 @@ from fastapi.responses import JSONResponse, Response
 
 from mercato.identity import oauth
 from mercato.identity.clients import ClientCredentials, OAuthError, invalid_client
-from mercato.identity.domain import GRANT_TYPES
 from mercato.identity.wiring import deps_of
+from mercato.platform.net import client_address
 from mercato.platform.service import ServiceContext
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -94,21 +94,19 @@ def client_credentials(request: Request, form: dict[str, str]) -> ClientCredenti
     return None
 
 
-def _address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 def build_oauth_router(ctx: ServiceContext) -> APIRouter:
     """The RFC endpoints, bound to this service's context."""
     router = APIRouter(tags=["oauth"])
 
     @router.post("/oauth/token", openapi_extra=_FORM_SCHEMA, response_model=None)
     async def token(request: Request) -> JSONResponse:
-        """RFC 6749 token endpoint: client_credentials, password and refresh_token grants."""
+        """RFC 6749 token endpoint: client_credentials and refresh_token grants, and password
+        when `MERCATO_IDENTITY_PASSWORD_GRANT_ENABLED` turns it on."""
         try:
             form = await read_form(request)
             presented = client_credentials(request, form)
-            issued = await oauth.token_request(deps_of(ctx), form, presented, _address(request))
+            address = client_address(request)
+            issued = await oauth.token_request(deps_of(ctx), form, presented, address)
         except OAuthError as exc:
             return oauth_error(exc)
         body: dict[str, Any] = {
@@ -161,7 +159,8 @@ def build_oauth_router(ctx: ServiceContext) -> APIRouter:
             "jwks_uri": f"{issuer}/.well-known/jwks.json",
             "revocation_endpoint": f"{issuer}/oauth/revoke",
             "introspection_endpoint": f"{issuer}/oauth/introspect",
-            "grant_types_supported": list(GRANT_TYPES),
+            # Only what the token endpoint answers now (the password grant may be off).
+            "grant_types_supported": list(oauth.enabled_grants(deps_of(ctx).settings)),
             "response_types_supported": [],
             "token_endpoint_auth_methods_supported": auth_methods,
             "revocation_endpoint_auth_methods_supported": [*auth_methods, "none"],

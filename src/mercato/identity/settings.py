@@ -43,5 +43,9 @@ class IdentitySettings(BaseSettings):
     # replicas a deletion must be refused at once everywhere, so each token request reads the
     # database (one primary-key read) instead.
     identity_client_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    # The resource owner password grant (`grant_type=password` at /oauth/token): off server-wide
+    # unless turned on here (RFC 9700 §2.4: it hands the person's password to the client); while
+    # off it is refused and discovery does not list it, whatever a client's grant_types say.
+    identity_password_grant_enabled: bool = False
     # The exporter client's secret (DESIGN §6); generated on first start when unset.
     exporter_client_secret: SecretStr | None = None

@@ -17,9 +17,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mercato import __version__
+from mercato.platform.browser import add_docs, protect
 from mercato.platform.errors import PROBLEM_JSON, install_error_handlers
 from mercato.platform.events.envelope import current_correlation_id
 from mercato.platform.ids import new_id_str
+from mercato.platform.net import trust_forwarded_headers
 from mercato.platform.openapi import document_errors
 
 log = structlog.get_logger("mercato.http")
@@ -176,23 +178,34 @@ def create_base_app(
     readiness: Sequence[tuple[str, ReadinessCheck]] = (),
     ready_services: Mapping[str, Sequence[str]] | None = None,
     lifespan: Any = None,
+    trusted_proxies: Sequence[str] = (),
+    cors_origins: Sequence[str] = (),
 ) -> FastAPI:
     """A FastAPI app with the platform's errors, middleware and operational endpoints.
 
     `ready_services` names, for each service of the process, the readiness checks it depends
-    on; `/ready` reports each service's status from them.
+    on; `/ready` reports each service's status from them. `trusted_proxies` (CIDRs) are the
+    peers whose `X-Forwarded-For` names the client (`mercato.platform.net`); `cors_origins`
+    the browser origins allowed to read answers (`mercato.platform.browser`).
     """
     app = FastAPI(
         title=title,
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
-        redoc_url="/redoc",
+        # The docs pages are the platform's own (`browser.add_docs`): the same pages, each
+        # with the Content-Security-Policy that allows what it loads.
+        docs_url=None,
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
     document_errors(app)
+    add_docs(app, title=title)
+    # Added innermost first: the forwarded address is settled before anything else runs, and
+    # the browser headers wrap every answer, the platform's own 413/500 ones included.
     app.add_middleware(PlatformMiddleware, max_body_bytes=max_body_bytes)
+    protect(app, cors_origins)
+    trust_forwarded_headers(app, trusted_proxies)
     checks = list(readiness)
 
     @app.get("/health", tags=["operations"])
