@@ -11,7 +11,16 @@ from sqlalchemy import select
 
 from mercato.platform.events.tables import outbox
 from mercato.platform.settings import Settings
-from tests.harness import USER_PASSWORD, Stack, admin, embedded_settings, register_user, stack
+from tests.harness import (
+    USER_PASSWORD,
+    Stack,
+    admin,
+    caller_token,
+    embedded_settings,
+    eventually,
+    register_user,
+    stack,
+)
 
 FORM = {
     "username": "jane",
@@ -87,10 +96,10 @@ async def test_bad_registrations_are_422_naming_the_field(
 
 async def test_unicode_usernames_register_and_collide_by_case(data_dir: Path) -> None:
     async with stack(embedded_settings(data_dir), ["accounts"]) as s:
-        form = {**FORM, "username": "Ärger_Ψ", "email": "u@example.com"}
+        form = {**FORM, "username": "Ärger_Öl", "email": "u@example.com"}
         answer = await s.client.post("/api/v1/accounts/register", json=form)
         assert answer.status_code == 201, answer.text
-        again = {**form, "username": "äRGER_ψ", "email": "v@example.com"}
+        again = {**form, "username": "äRGER_öL", "email": "v@example.com"}
         assert (await s.client.post("/api/v1/accounts/register", json=again)).status_code == 409
 
 
@@ -118,14 +127,19 @@ async def test_profile_read_update_delete_emit_versioned_events(backend: Setting
         patched = await s.client.patch(
             "/api/v1/accounts/me",
             headers=jane.headers,
-            json={"display_name": "J", "email": "JANE2@example.com"},
+            json={
+                "display_name": "J",
+                "email": "JANE2@example.com",
+                "current_password": USER_PASSWORD,
+            },
         )
         assert patched.status_code == 200, patched.text
         assert patched.json()["email"] == "JANE2@example.com"
         no_current = await s.client.patch(
             "/api/v1/accounts/me", headers=jane.headers, json={"password": "New-Password-77"}
         )
-        assert no_current.status_code == 401
+        assert no_current.status_code == 422
+        assert no_current.json()["errors"][0]["loc"] == ["body", "current_password"]
         changed = await s.client.patch(
             "/api/v1/accounts/me",
             headers=jane.headers,
@@ -135,12 +149,22 @@ async def test_profile_read_update_delete_emit_versioned_events(backend: Setting
         updates = [e for e in await events_of(s, "user.updated") if e["subject"] == jane.id]
         assert [u["data"]["version"] for u in updates] == [2, 3]
         assert [u["data"]["changed"] for u in updates] == [["display_name", "email"], ["password"]]
-        assert (
-            await s.client.delete("/api/v1/accounts/me", headers=jane.headers)
-        ).status_code == 204
+        # The password change refused the earlier token at once; one issued after it works (from
+        # the second after the change on: `iat` is whole seconds).
+        assert (await s.client.get("/api/v1/accounts/me", headers=jane.headers)).status_code == 401
+        fresh: dict[str, str] = {}
+
+        async def fresh_token_works() -> bool:
+            token = await caller_token(s, "jane", "New-Password-77", sub=jane.id, roles=["user"])
+            fresh["Authorization"] = f"Bearer {token}"
+            return (await s.client.get("/api/v1/accounts/me", headers=fresh)).status_code == 200
+
+        await eventually(fresh_token_works, what="a token issued after the change works")
+        assert (await s.client.delete("/api/v1/accounts/me", headers=fresh)).status_code == 204
         [deleted] = await events_of(s, "user.deleted")
         assert deleted["data"] == {**deleted["data"], "user_id": jane.id, "version": 4}
-        assert (await s.client.get("/api/v1/accounts/me", headers=jane.headers)).status_code == 404
+        # Deleting the account ended its tokens too.
+        assert (await s.client.get("/api/v1/accounts/me", headers=fresh)).status_code == 401
 
 
 async def test_admin_lists_accounts_and_sets_roles(data_dir: Path) -> None:

@@ -40,14 +40,14 @@ async def test_changes_in_accounts_change_what_identity_accepts(backend: Setting
         assert (await login(s, "JANE@example.COM")).status_code == 200  # e-mail, any case
         first = (await login(s, "jane")).json()
 
-        patch = {"username": "janet"}
+        patch = {"username": "janet", "current_password": USER_PASSWORD}
         answer = await s.client.patch("/api/v1/accounts/me", headers=jane.headers, json=patch)
         assert answer.status_code == 200
         await applied(s, jane.id, 2)
         assert (await login(s, "jane")).status_code == 401
         assert (await login(s, "janet")).status_code == 200
 
-        patch = {"email": "new@example.com"}
+        patch = {"email": "new@example.com", "current_password": USER_PASSWORD}
         await s.client.patch("/api/v1/accounts/me", headers=jane.headers, json=patch)
         await applied(s, jane.id, 3)
         assert (await login(s, "jane@example.com")).status_code == 401

@@ -1,15 +1,20 @@
 """Accounts' HTTP API (DESIGN §2): parse, call a use case, shape the answer."""
 
+import time
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from mercato.accounts import service
 from mercato.accounts.contracts import Role, UserStatus
 from mercato.accounts.domain import User
+from mercato.accounts.registration_limit import build_registration_limit
+from mercato.accounts.settings import AccountsSettings
 from mercato.platform.auth import Principal
+from mercato.platform.auth.revocation import cut_off_subject
+from mercato.platform.net import client_address
 from mercato.platform.pagination import Page, PageDep
 from mercato.platform.passwords import hash_password, verify_password
 from mercato.platform.service import ServiceContext
@@ -28,7 +33,7 @@ class RegisterIn(BaseModel):
 
 
 class ProfilePatch(BaseModel):
-    """Fields to change; a new `password` needs `current_password`."""
+    """Fields to change; a new `email`, `username` or `password` needs `current_password`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -80,9 +85,26 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     Person = Annotated[Principal, Depends(ctx.auth.require_person)]
     Admin = Annotated[Principal, Depends(ctx.auth.require_admin)]
 
-    @router.post("/api/v1/accounts/register", status_code=status.HTTP_201_CREATED)
-    async def register(form: RegisterIn) -> Profile:
-        """Create an account; 409 when the username or e-mail is taken."""
+    async def cut_off(user_id: str, at: datetime) -> None:
+        # The shared revocation store every verifier reads: earlier tokens stop at once.
+        await cut_off_subject(ctx.shared.revocations, user_id, at)
+
+    registration_limit = build_registration_limit(
+        ctx, AccountsSettings().accounts_register_per_minute
+    )
+
+    @router.post(
+        "/api/v1/accounts/register",
+        status_code=status.HTTP_201_CREATED,
+        responses={
+            429: {"description": "too many registrations from this address; see `Retry-After`"},
+            503: {"description": "password hashing is saturated; see `Retry-After`"},
+        },
+    )
+    async def register(form: RegisterIn, request: Request) -> Profile:
+        """Create an account; 409 when the username or e-mail is taken, 429 past the
+        per-address limit, 503 while password hashing is saturated (both with `Retry-After`)."""
+        await registration_limit.admit(client_address(request), time.time())
         user = await service.register(
             ctx.uow,
             hash_password,
@@ -101,22 +123,39 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         """The caller's profile."""
         return Profile.of(await service.get_user(ctx.uow, caller.sub))
 
-    @router.patch("/api/v1/accounts/me")
+    # Read once: how wrong `current_password` answers are throttled.
+    password_throttle = AccountsSettings().password_throttle()
+
+    @router.patch(
+        "/api/v1/accounts/me",
+        responses={
+            401: {"description": "`current_password` is wrong"},
+            422: {"description": "invalid field, or `current_password` missing"},
+            429: {"description": "too many wrong `current_password`s; see `Retry-After`"},
+        },
+    )
     async def update_me(caller: Person, patch: ProfilePatch) -> Profile:
-        """Change the caller's profile (emits `user.updated`)."""
+        """Change the caller's profile (emits `user.updated`).
+
+        A new `email`, `username` or `password` needs `current_password`: 422 when it is
+        missing, 401 (problem type `wrong-current-password`) when wrong, 429 with
+        `Retry-After` after too many wrong ones for the account. `display_name` needs none.
+        """
         user = await service.update_profile(
             ctx.uow,
             hash_password,
             verify_password,
             caller.sub,
             service.ProfileUpdate(**patch.model_dump()),
+            cut_off=cut_off,
+            throttle=password_throttle,
         )
         return Profile.of(user)
 
     @router.delete("/api/v1/accounts/me", status_code=status.HTTP_204_NO_CONTENT)
     async def delete_me(caller: Person) -> Response:
         """Delete the caller's account (emits `user.deleted`)."""
-        await service.delete_account(ctx.uow, caller.sub)
+        await service.delete_account(ctx.uow, caller.sub, cut_off)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     @router.get("/api/v1/admin/accounts")
@@ -130,6 +169,6 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     @router.put("/api/v1/admin/accounts/{user_id}/roles")
     async def put_roles(_: Admin, user_id: str, body: RolesIn) -> Profile:
         """Set a user's roles (emits `user.updated`)."""
-        return Profile.of(await service.set_roles(ctx.uow, user_id, body.roles))
+        return Profile.of(await service.set_roles(ctx.uow, user_id, body.roles, cut_off))
 
     return router

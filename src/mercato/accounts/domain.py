@@ -10,6 +10,7 @@ import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+import icu  # type: ignore[import-untyped]  # PyICU: Unicode TR39 (UTS #39) security checks
 from email_validator import EmailNotValidError, validate_email
 
 from mercato.accounts.contracts import ROLES, Role, UserStatus
@@ -19,6 +20,21 @@ PASSWORD_MIN, PASSWORD_MAX = 10, 256
 # Letters and digits of any script, plus . _ -; no "@" so a login name is never mistaken for
 # an e-mail address, and no spaces or controls.
 _USERNAME = re.compile(r"^[\w.-]+$")
+
+
+def _spoof_checker() -> icu.SpoofChecker:
+    # TR39 "highly restrictive": one script, or Latin with Han and the Japanese or Korean
+    # scripts that are written with it (Common and Inherited characters go with any), and
+    # digits of one numbering system. So `admin` spelt with a Cyrillic a (U+0430) is refused and
+    # `Ψυχή` or `東京tokyo` are not.
+    checker = icu.SpoofChecker()
+    checker.setChecks(icu.USpoofChecks.RESTRICTION_LEVEL | icu.USpoofChecks.MIXED_NUMBERS)
+    checker.setRestrictionLevel(icu.URestrictionLevel.HIGHLY_RESTRICTIVE)
+    return checker
+
+
+# Configured once and only read afterwards, which ICU allows from any thread.
+_SPOOF = _spoof_checker()
 
 
 class RuleBroken(ValueError):
@@ -39,7 +55,20 @@ def normalize_username(raw: str) -> tuple[str, str]:
         raise RuleBroken(
             "username", "may hold letters, digits, '.', '_' and '-', and start with a letter"
         )
+    if _SPOOF.check(username):
+        raise RuleBroken(
+            "username", "must not mix scripts (such as Latin with Cyrillic) or digit systems"
+        )
     return username, username.casefold()
+
+
+def username_skeleton(username: str) -> str:
+    """The TR39 confusable skeleton of a (normalized) username, case-insensitive.
+
+    Two names with the same skeleton look alike (`admin`, `ADMIN`, `admin` with a Cyrillic a
+    U+0430 or i U+0456, `adrnin`), so only one of them may be registered.
+    """
+    return str(_SPOOF.getSkeleton(0, username.casefold()))
 
 
 def normalize_email(raw: str) -> tuple[str, str]:
@@ -100,6 +129,9 @@ class User:
     version: int
     created_at: datetime
     updated_at: datetime
+    # The TR39 skeleton that keeps look-alikes out; None only for a user registered before
+    # skeletons were kept whose name looks like an older user's (until they rename).
+    username_skeleton: str | None = None
 
     @property
     def username_key(self) -> str:
@@ -138,7 +170,9 @@ def apply_change(user: User, change: ProfileChange, now: datetime) -> tuple[User
         updated = replace(updated, email=change.email)
         changed.append("email")
     if change.username is not None and change.username != user.username:
-        updated = replace(updated, username=change.username)
+        updated = replace(
+            updated, username=change.username, username_skeleton=username_skeleton(change.username)
+        )
         changed.append("username")
     if change.password_hash is not None:
         updated = replace(updated, password_hash=change.password_hash)
@@ -149,3 +183,62 @@ def apply_change(user: User, change: ProfileChange, now: datetime) -> tuple[User
     if changed:
         updated = replace(updated, version=user.version + 1, updated_at=now)
     return updated, changed
+
+
+def needs_current_password(user: User, change: ProfileChange, *, new_password: bool) -> bool:
+    """Whether the change touches how the account signs in (e-mail, username, password):
+    those need the current password, so a stolen access token cannot take the account over.
+    Sending the e-mail or username it already has changes nothing and needs none."""
+    return (
+        new_password
+        or (change.email is not None and change.email != user.email)
+        or (change.username is not None and change.username != user.username)
+    )
+
+
+# --- throttling wrong current passwords ------------------------------------------------------
+# The same model as identity's login throttle (accounts may not import identity).
+
+
+@dataclass(frozen=True)
+class ThrottlePolicy:
+    """`free` failures cost nothing, then each further one locks the account out for
+    `base * 2**(n-1)` seconds, at most `maximum`; failures older than `forget_after` seconds
+    are forgotten."""
+
+    free: int
+    base: float
+    maximum: float
+    forget_after: float
+
+    def delay_after(self, failures: int) -> float:
+        """The lock-out that follows the `failures`-th failure in a row."""
+        beyond = failures - self.free
+        if beyond <= 0:
+            return 0.0
+        return float(min(self.maximum, self.base * 2 ** min(beyond - 1, 40)))
+
+
+@dataclass(frozen=True)
+class ThrottleState:
+    """Failures counted for one account, times in epoch seconds."""
+
+    failures: int
+    locked_until: float
+    last_failure_at: float
+
+
+def after_failure(policy: ThrottlePolicy, state: ThrottleState, now: float) -> ThrottleState:
+    """The state after one more failure (a stale count starts again)."""
+    failures = state.failures if now - state.last_failure_at < policy.forget_after else 0
+    failures += 1
+    return ThrottleState(failures, now + policy.delay_after(failures), now)
+
+
+def wait_left(state: ThrottleState, now: float) -> float:
+    """Seconds until the account may try again (0 when it may now)."""
+    return max(0.0, state.locked_until - now)
+
+
+# Identity's login defaults: five free failures, then 1 s doubling up to 15 min; an hour to forget.
+DEFAULT_THROTTLE = ThrottlePolicy(free=5, base=1.0, maximum=15 * 60.0, forget_after=3600.0)

@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+import math
 import secrets
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 import structlog
 
 from mercato.accounts.contracts import UserCreated, UserDeleted, UserUpdated
 from mercato.accounts.domain import (
+    DEFAULT_THROTTLE,
     ProfileChange,
     RuleBroken,
+    ThrottlePolicy,
     User,
     apply_change,
     check_password,
     check_roles,
+    needs_current_password,
     normalize_email,
     normalize_username,
+    username_skeleton,
 )
-from mercato.accounts.store import Taken, UserRepository
+from mercato.accounts.store import PasswordThrottle, Taken, UserRepository
 from mercato.platform.clock import utcnow
-from mercato.platform.errors import Conflict, Invalid, NotFound, Unauthorized
+from mercato.platform.errors import Conflict, Invalid, NotFound, TooManyRequests, Unauthorized
 from mercato.platform.ids import new_id_str
 from mercato.platform.uow import UnitOfWork, UnitOfWorkFactory
 
@@ -29,6 +36,12 @@ log = structlog.get_logger("mercato.accounts")
 
 PasswordHasher = Callable[[str], Awaitable[str]]
 PasswordChecker = Callable[[str | None, str], Awaitable[bool]]
+# Refuses every token of a person issued before the given time (on every replica at once).
+TokenCutOff = Callable[[str, datetime], Awaitable[None]]
+
+# Changes that end a person's earlier tokens: what a token carries (roles) or presumes (an
+# account that may log in, the password it was obtained with).
+_ENDS_TOKENS = frozenset({"roles", "status", "password"})
 
 
 @dataclass(frozen=True)
@@ -62,8 +75,8 @@ def _invalid(exc: RuleBroken) -> Invalid:
 
 def _conflict(exc: Taken) -> Conflict:
     return Conflict(
-        f"{exc.field} is already taken",
-        errors=[{"loc": ["body", exc.field], "msg": "already taken", "type": "conflict"}],
+        f"{exc.field} {exc.reason}",
+        errors=[{"loc": ["body", exc.field], "msg": exc.reason, "type": "conflict"}],
     )
 
 
@@ -102,6 +115,7 @@ async def _new_user(hash_password: PasswordHasher, form: Registration, roles: li
         version=1,
         created_at=now,
         updated_at=now,
+        username_skeleton=username_skeleton(username),
     )
 
 
@@ -141,8 +155,16 @@ async def update_profile(
     check: PasswordChecker,
     user_id: str,
     update: ProfileUpdate,
+    cut_off: TokenCutOff | None = None,
+    throttle: ThrottlePolicy | None = None,
 ) -> User:
-    """Change the caller's own profile; a new password needs the current one."""
+    """Change the caller's own profile (and end the caller's earlier tokens through `cut_off`
+    when the password changes).
+
+    A new e-mail, username or password needs `current_password`: 422 when it is missing, 401
+    when it is wrong; wrong answers are throttled per account by `throttle` (429 with the
+    seconds to wait once past the free ones). A display name alone needs nothing.
+    """
     try:
         change = ProfileChange(
             display_name=update.display_name.strip() if update.display_name else None,
@@ -150,36 +172,78 @@ async def update_profile(
             username=normalize_username(update.username)[0] if update.username else None,
             email=normalize_email(update.email)[0] if update.email else None,
         )
-        if update.password is not None:
-            check_password(update.password, username=change.username)
     except RuleBroken as exc:
         raise _invalid(exc) from None
+    current = await get_user(uow_factory, user_id)
+    if not needs_current_password(current, change, new_password=update.password is not None):
+        return await _change(uow_factory, user_id, change, cut_off)
+    try:
+        if update.password is not None:
+            check_password(update.password, username=change.username or current.username)
+        if not update.current_password:
+            raise RuleBroken(
+                "current_password", "is required to change the e-mail, username or password"
+            )
+    except RuleBroken as exc:
+        raise _invalid(exc) from None
+    await _prove_current_password(
+        uow_factory, check, current, update.current_password, throttle or DEFAULT_THROTTLE
+    )
     if update.password is not None:
-        current = await get_user(uow_factory, user_id)
-        if not update.current_password or not await check(
-            current.password_hash, update.current_password
-        ):
-            raise Unauthorized("current_password is wrong or missing")
-        change = ProfileChange(
-            display_name=change.display_name,
-            clear_display_name=change.clear_display_name,
-            username=change.username,
-            email=change.email,
-            password_hash=await hash_password(update.password),
-        )
-    return await _change(uow_factory, user_id, change)
+        change = replace(change, password_hash=await hash_password(update.password))
+    return await _change(uow_factory, user_id, change, cut_off)
 
 
-async def set_roles(uow_factory: UnitOfWorkFactory, user_id: str, roles: list[str]) -> User:
-    """An admin sets a user's roles (`user` is always kept)."""
+class WrongPassword(Unauthorized):
+    """The `current_password` given to confirm a profile change is not the account's."""
+
+    type_slug = "wrong-current-password"
+
+
+async def _prove_current_password(
+    uow_factory: UnitOfWorkFactory,
+    check: PasswordChecker,
+    user: User,
+    password: str,
+    throttle: ThrottlePolicy,
+) -> None:
+    """Check the caller's current password like a login: 429 while the account is locked out,
+    401 when wrong. The attempt is counted before the (slow) check and forgotten when it
+    proves right, so a burst of concurrent guesses cannot all slip in before the first counts.
+    """
+    async with uow_factory() as uow:
+        wait = await PasswordThrottle(uow.connection).count_failure(user.id, throttle, time.time())
+    if wait > 0:
+        log.warning("current password check throttled", user_id=user.id)
+        raise TooManyRequests("too many wrong current passwords; try again later", math.ceil(wait))
+    if not await check(user.password_hash, password):
+        log.info("current password wrong", user_id=user.id)
+        raise WrongPassword("current_password is wrong")
+    async with uow_factory() as uow:
+        await PasswordThrottle(uow.connection).clear(user.id)
+
+
+async def set_roles(
+    uow_factory: UnitOfWorkFactory,
+    user_id: str,
+    roles: list[str],
+    cut_off: TokenCutOff | None = None,
+) -> User:
+    """An admin sets a user's roles (`user` is always kept); a change ends the user's earlier
+    tokens through `cut_off` before this returns."""
     try:
         chosen = check_roles(roles)
     except RuleBroken as exc:
         raise _invalid(exc) from None
-    return await _change(uow_factory, user_id, ProfileChange(roles=chosen))
+    return await _change(uow_factory, user_id, ProfileChange(roles=chosen), cut_off)
 
 
-async def _change(uow_factory: UnitOfWorkFactory, user_id: str, change: ProfileChange) -> User:
+async def _change(
+    uow_factory: UnitOfWorkFactory,
+    user_id: str,
+    change: ProfileChange,
+    cut_off: TokenCutOff | None = None,
+) -> User:
     async with uow_factory() as uow:
         repo = UserRepository(uow.connection)
         user = await repo.get(user_id)
@@ -194,6 +258,11 @@ async def _change(uow_factory: UnitOfWorkFactory, user_id: str, change: ProfileC
         except Taken as exc:
             raise _conflict(exc) from None
         await _emit_updated(uow, updated, changed)
+    # After the commit (a change that did not happen must not lock the person out), before the
+    # answer: identity applies the event a moment later, and the caller of this change must
+    # not be able to use an earlier token in between.
+    if cut_off is not None and _ENDS_TOKENS.intersection(changed):
+        await cut_off(user_id, updated.updated_at)
     log.info("user updated", user_id=user_id, changed=changed)
     return updated
 
@@ -216,8 +285,11 @@ async def _emit_updated(uow: UnitOfWork, user: User, changed: list[str]) -> None
     )
 
 
-async def delete_account(uow_factory: UnitOfWorkFactory, user_id: str) -> None:
-    """Delete the caller's account and emit `user.deleted`."""
+async def delete_account(
+    uow_factory: UnitOfWorkFactory, user_id: str, cut_off: TokenCutOff | None = None
+) -> None:
+    """Delete the caller's account, emit `user.deleted` and end its tokens through `cut_off`."""
+    now = utcnow()  # the event's time is the cut-off identity records too
     async with uow_factory() as uow:
         repo = UserRepository(uow.connection)
         user = await repo.get(user_id)
@@ -225,9 +297,11 @@ async def delete_account(uow_factory: UnitOfWorkFactory, user_id: str) -> None:
             raise NotFound("no such account")
         await repo.delete(user_id)
         await uow.emit(
-            UserDeleted(user_id=user_id, version=user.version + 1, occurred_at=utcnow()),
+            UserDeleted(user_id=user_id, version=user.version + 1, occurred_at=now),
             subject=user_id,
         )
+    if cut_off is not None:
+        await cut_off(user_id, now)
     log.info("user deleted", user_id=user_id)
 
 

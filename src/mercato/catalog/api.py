@@ -16,7 +16,7 @@ from mercato.catalog.domain import Product
 from mercato.catalog.store import ProductFilter
 from mercato.platform.auth import Principal
 from mercato.platform.errors import Forbidden, Invalid, Unauthorized
-from mercato.platform.money import Money
+from mercato.platform.money import ExactJsonRoute, Money
 from mercato.platform.pagination import Page, PageDep
 from mercato.platform.service import ServiceContext
 
@@ -154,7 +154,8 @@ def _values(body: BaseModel, fields: set[str] | None = None) -> dict[str, Any]:
 
 def build_router(ctx: ServiceContext) -> APIRouter:
     """The product routes, bound to catalog's context."""
-    router = APIRouter(tags=["catalog"])
+    # Exact JSON numbers: a price of 19.9999999999999999 is refused, not rounded to 20.00.
+    router = APIRouter(tags=["catalog"], route_class=ExactJsonRoute)
     Admin = Annotated[Principal, Depends(ctx.auth.require_admin)]
     Reader = Annotated[Principal, Depends(ctx.auth.require_scope(READ_SCOPE))]
 

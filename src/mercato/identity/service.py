@@ -32,6 +32,7 @@ from mercato.platform.auth import Principal
 from mercato.platform.clock import utcnow
 from mercato.platform.errors import DomainError, TooManyRequests, Unauthorized
 from mercato.platform.ids import new_id_str
+from mercato.platform.passwords import HashingBusy
 
 log = structlog.get_logger("mercato.identity")
 
@@ -84,18 +85,31 @@ async def _count_attempt(deps: IdentityDeps, account_key: str, address_key: str)
     Counting before the password is checked (and taking it back on success) means a burst of
     concurrent guesses cannot all pass the check before the first failure is recorded. Answers
     the seconds to wait when a key is locked (nothing is counted then).
+
+    `claim` upserts and locks both rows first, so even the very first failures of a key are
+    counted one after another: the lock decision is made on the count each attempt gets back.
     """
     account_policy, address_policy = _policies(deps)
-    now = time.time()
     async with deps.uow() as uow:
         repo = ThrottleRepository(uow.connection)
-        states = await repo.get_many([account_key, address_key], for_update=True)
-        wait = max(wait_left(states.get(k), now) for k in (account_key, address_key))
+        states = await repo.claim([account_key, address_key])
+        # Read the clock once the rows are ours: an attempt that queued behind others must not
+        # judge their lock (or the staleness of their count) by the time it arrived.
+        now = time.time()
+        wait = max(wait_left(states[k], now) for k in (account_key, address_key))
         if wait > 0:
             return wait
-        await repo.put(account_key, after_failure(account_policy, states.get(account_key), now))
-        await repo.put(address_key, after_failure(address_policy, states.get(address_key), now))
+        await repo.put(account_key, after_failure(account_policy, states[account_key], now))
+        await repo.put(address_key, after_failure(address_policy, states[address_key], now))
     return 0.0
+
+
+async def _uncount_attempt(deps: IdentityDeps, account_key: str, address_key: str) -> None:
+    """Take back what `_count_attempt` counted (its lock too, when it set one)."""
+    async with deps.uow() as uow:
+        repo = ThrottleRepository(uow.connection)
+        await repo.uncount(account_key, deps.settings.identity_login_free_failures)
+        await repo.uncount(address_key, deps.settings.identity_ip_free_failures)
 
 
 async def authenticate_person(deps: IdentityDeps, attempt: LoginAttempt) -> Credential:
@@ -111,9 +125,15 @@ async def authenticate_person(deps: IdentityDeps, attempt: LoginAttempt) -> Cred
         log.warning("login throttled", retry_after=math.ceil(wait))
         raise TooManyRequests("too many failed logins; try again later", math.ceil(wait))
     usable = user is not None and user.can_log_in
-    ok = await deps.check_password(
-        user.password_hash if usable and user else None, attempt.password
-    )
+    try:
+        ok = await deps.check_password(
+            user.password_hash if usable and user else None, attempt.password
+        )
+    except HashingBusy:
+        # Turned away before the password was looked at: this attempt guessed nothing, so it
+        # must not count against the account (or lock it out).
+        await _uncount_attempt(deps, account_key, address_key)
+        raise
     if not ok or user is None:
         log.info("login failed", client_id=attempt.client_id)
         raise Unauthorized(BAD_CREDENTIALS)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -13,6 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mercato.identity.domain import Client, Credential, ThrottleState
 from mercato.identity.tables import bootstrap, client_grants, clients, credentials, login_throttle
 from mercato.platform.db import insert_ignore
+
+
+def _insert(conn: AsyncConnection) -> Any:
+    """The dialect's INSERT construct (the one with ON CONFLICT)."""
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 class CredentialRepository:
@@ -191,38 +198,46 @@ class ThrottleRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
-    async def get_many(
-        self, keys: Sequence[str], *, for_update: bool = False
-    ) -> dict[str, ThrottleState]:
-        """The states of the given keys that have one; `for_update` locks them (PostgreSQL),
-        so a check and the count that follows are one step for concurrent attempts."""
-        query = select(login_throttle).where(login_throttle.c.key.in_(keys))
-        if for_update and self.conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        rows = await self.conn.execute(query)
-        return {
-            row["key"]: ThrottleState(row["failures"], row["locked_until"], row["last_failure_at"])
-            for row in rows.mappings()
-        }
+    async def claim(self, keys: Sequence[str]) -> dict[str, ThrottleState]:
+        """The states of `keys`, each row created (with no failures) when missing and locked
+        until the transaction ends.
+
+        One upsert per key (INSERT ... ON CONFLICT DO UPDATE ... RETURNING): a key with no row
+        yet gets one inside the same statement that locks it, so concurrent first failures
+        queue on that row instead of each reading "no failures" (a SELECT ... FOR UPDATE locks
+        nothing when the row does not exist). Keys are taken in sorted order so two attempts
+        sharing a key cannot deadlock. On SQLite the writer lock (BEGIN IMMEDIATE) already
+        serialises the step; the same statement keeps one code path.
+        """
+        states: dict[str, ThrottleState] = {}
+        for key in sorted(set(keys)):
+            stmt = (
+                _insert(self.conn)(login_throttle)
+                .values(key=key, failures=0, locked_until=0.0, last_failure_at=0.0)
+                .on_conflict_do_update(
+                    index_elements=["key"], set_={"failures": login_throttle.c.failures}
+                )
+                .returning(
+                    login_throttle.c.failures,
+                    login_throttle.c.locked_until,
+                    login_throttle.c.last_failure_at,
+                )
+            )
+            row = (await self.conn.execute(stmt)).one()
+            states[key] = ThrottleState(row.failures, row.locked_until, row.last_failure_at)
+        return states
 
     async def put(self, key: str, state: ThrottleState) -> None:
-        """Store a key's state."""
-        values = {
-            "failures": state.failures,
-            "locked_until": state.locked_until,
-            "last_failure_at": state.last_failure_at,
-        }
-        result = await self.conn.execute(
-            update(login_throttle).where(login_throttle.c.key == key).values(**values)
-        )
-        if result.rowcount == 0:
-            inserted = await insert_ignore(
-                self.conn, login_throttle, {"key": key, **values}, ["key"]
+        """Store the state of a key `claim` took in this transaction."""
+        await self.conn.execute(
+            update(login_throttle)
+            .where(login_throttle.c.key == key)
+            .values(
+                failures=state.failures,
+                locked_until=state.locked_until,
+                last_failure_at=state.last_failure_at,
             )
-            if not inserted:  # a concurrent first failure: count on top of it
-                await self.conn.execute(
-                    update(login_throttle).where(login_throttle.c.key == key).values(**values)
-                )
+        )
 
     async def clear(self, key: str) -> None:
         """Forget a key's failures (after a successful login)."""

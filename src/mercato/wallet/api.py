@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict
 
 from mercato.platform.auth import Principal
-from mercato.platform.errors import Forbidden
+from mercato.platform.errors import Forbidden, Invalid
 from mercato.platform.idempotency import IdempotencyKeyDep
-from mercato.platform.money import Money
+from mercato.platform.money import ExactJsonRoute, Money
 from mercato.platform.pagination import Page, PageDep
 from mercato.platform.service import ServiceContext
 from mercato.wallet import service
@@ -56,16 +56,38 @@ class EntryOut(BaseModel):
         )
 
 
+def _whose_wallet(caller: Principal, user_id: UUID | None, what: str) -> str:
+    """The user whose wallet `caller` may read: their own, or (admins) anyone's by `user_id`."""
+    if caller.is_admin:
+        if user_id is not None:
+            return str(user_id)
+        if caller.is_machine:
+            raise Invalid(
+                "user_id is required with a machine token",
+                errors=[{"loc": ["query", "user_id"], "msg": "required", "type": "missing"}],
+            )
+        return caller.sub
+    if caller.is_machine:
+        raise Forbidden("this endpoint needs a person's token or an admin's")
+    if user_id is not None and str(user_id) != caller.sub:
+        raise Forbidden(f"only admins may read another user's {what}")
+    return caller.sub
+
+
 def build_router(ctx: ServiceContext) -> APIRouter:
     """The wallet routes, bound to this service's context."""
-    router = APIRouter(tags=["wallet"])
-    Person = Annotated[Principal, Depends(ctx.auth.require_person)]
+    # Exact JSON numbers: a top-up of 19.9999999999999999 is refused, not rounded to 20.00.
+    router = APIRouter(tags=["wallet"], route_class=ExactJsonRoute)
     Caller = Annotated[Principal, Depends(ctx.auth.current)]
+    UserIdQuery = Annotated[
+        UUID | None, Query(description="admins (or `mercato.admin` machines): whose")
+    ]
 
     @router.get("/api/v1/wallet/balance")
-    async def balance(caller: Person) -> BalanceOut:
-        """The caller's balance."""
-        found = await service.balance(ctx.database, caller.sub)
+    async def balance(caller: Caller, user_id: UserIdQuery = None) -> BalanceOut:
+        """The caller's balance, or (admins) any user's by `user_id`; 403 for another's."""
+        target = _whose_wallet(caller, user_id, "balance")
+        found = await service.balance(ctx.database, target, own=target == caller.sub)
         return BalanceOut(user_id=found.user_id, balance=found.balance)
 
     @router.post("/api/v1/wallet/topup")
@@ -89,16 +111,12 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         return BalanceOut(user_id=found.user_id, balance=found.balance)
 
     @router.get("/api/v1/wallet/ledger")
-    async def ledger(
-        caller: Person,
-        page: PageDep,
-        user_id: Annotated[UUID | None, Query(description="admins: another user's")] = None,
-    ) -> Page[EntryOut]:
-        """The caller's ledger entries, newest first."""
-        target = str(user_id) if user_id else caller.sub
-        if target != caller.sub and not caller.is_admin:
-            raise Forbidden("only admins may read another user's ledger")
-        entries, total = await service.ledger(ctx.database, target, page.skip, page.limit)
+    async def ledger(caller: Caller, page: PageDep, user_id: UserIdQuery = None) -> Page[EntryOut]:
+        """The caller's ledger entries, or (admins) any user's by `user_id`; newest first."""
+        target = _whose_wallet(caller, user_id, "ledger")
+        entries, total = await service.ledger(
+            ctx.database, target, page.skip, page.limit, own=target == caller.sub
+        )
         return Page(
             items=[EntryOut.of(e) for e in entries], total=total, skip=page.skip, limit=page.limit
         )

@@ -48,10 +48,13 @@ def _invalid(exc: RuleBroken) -> Invalid:
     )
 
 
-async def balance(database: Database, user_id: str) -> Balance:
-    """The user's balance (0 before their wallet exists)."""
+async def balance(database: Database, user_id: str, *, own: bool = True) -> Balance:
+    """The user's balance: 0 for one's `own` before the wallet exists (registration reaches
+    wallet a moment later), 404 for someone else's wallet that does not exist."""
     async with database.read() as conn:
         wallet = await WalletRepository(conn).get(user_id)
+    if wallet is None and not own:
+        raise NotFound("no such wallet")
     return Balance(user_id, wallet.balance if wallet else ZERO)
 
 
@@ -97,8 +100,12 @@ async def top_up(uow_factory: UnitOfWorkFactory, request: TopUp) -> Balance:
 
 
 async def ledger(
-    database: Database, user_id: str, skip: int, limit: int
+    database: Database, user_id: str, skip: int, limit: int, *, own: bool = True
 ) -> tuple[list[Entry], int]:
-    """A page of the user's ledger, newest first."""
+    """A page of the user's ledger, newest first; 404 for someone else's wallet that does not
+    exist (one's `own` is just empty before it does)."""
     async with database.read() as conn:
-        return await WalletRepository(conn).entries(user_id, skip, limit)
+        repo = WalletRepository(conn)
+        if not own and await repo.get(user_id) is None:
+            raise NotFound("no such wallet")
+        return await repo.entries(user_id, skip, limit)
