@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.fernet import Fernet
 from fastapi import FastAPI
 
 from mercato.app import build_platform
@@ -28,6 +29,7 @@ ADMIN_PASSWORD = "Admin-Pass-1234"
 USER_PASSWORD = "Correct-Horse-9"
 _TEST_KEY = generate_signing_key("ES256")
 FAST_RETRIES = (0.05, 0.2, 0.5)
+_TEST_SECRETS_KEY = Fernet.generate_key().decode()
 
 
 def embedded_settings(data_dir: Path, **overrides: Any) -> Settings:
@@ -55,7 +57,8 @@ def distributed_settings(
         broker_queue_prefix=f"t{tag}",
         redis_url=redis_url,
         redis_prefix=f"mercato-t:{tag}",
-        **overrides,
+        # Distributed roles refuse to start without a shared key-encryption key.
+        **({"secrets_key": _TEST_SECRETS_KEY} | overrides),
     )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 
 from mercato.devcluster import ReservedPort
 from mercato.gateway import (
@@ -76,6 +77,7 @@ def test_compose_file_is_valid() -> None:
         **os.environ,
         "MERCATO_ADMIN_PASSWORD": "x",
         "MERCATO_EXPORTER_CLIENT_SECRET": "y",
+        "MERCATO_SECRETS_KEY": "z",
     }
     checked = subprocess.run(
         [compose, "-f", str(DEPLOY / "compose.yaml"), "config", "--quiet"],
@@ -222,7 +224,12 @@ def test_the_gateway_sends_every_route_of_a_service_to_that_service(
     from mercato.app import create_service_app
 
     # Built, never started: the Redis a replica requires is not contacted.
-    settings = Settings(data_dir=tmp_path, redis_url="redis://127.0.0.1:9/0")
+    settings = Settings(
+        data_dir=tmp_path,
+        redis_url="redis://127.0.0.1:9/0",
+        secrets_key=Fernet.generate_key().decode(),
+        issuer="http://gateway.test",
+    )
     app = create_service_app(service, settings)
     shared = (
         "/health",

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 
 from mercato.app import create_service_app
 from mercato.devcluster import ReservedPort
@@ -139,7 +140,9 @@ def test_every_operation_is_served_by_one_service_as_the_gateway_routes_it(
     tmp_path: Path,
 ) -> None:
     """The one document promises no operation that no replica serves, and hides none."""
-    settings = embedded_settings(tmp_path, redis_url="redis://127.0.0.1:9/0")
+    settings = embedded_settings(
+        tmp_path, redis_url="redis://127.0.0.1:9/0", secrets_key=Fernet.generate_key().decode()
+    )
     served: set[tuple[str, str]] = set()
     for service in ROUTES:
         served |= operations(create_service_app(service, settings).openapi())
@@ -294,7 +297,11 @@ async def test_a_replica_with_redis_down_says_which_check_failed(
 ) -> None:
     down = ReservedPort()  # a Redis that refuses connections
     try:
-        settings = embedded_settings(data_dir, redis_url=f"redis://127.0.0.1:{down.port}/0")
+        settings = embedded_settings(
+            data_dir,
+            redis_url=f"redis://127.0.0.1:{down.port}/0",
+            secrets_key=Fernet.generate_key().decode(),
+        )
         app = create_service_app("wallet", settings)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://wallet.test"
@@ -353,6 +360,8 @@ def test_the_companion_process_over_a_real_replica(tmp_path: Path, redis_prefix:
             "MERCATO_REDIS_PREFIX": redis_prefix,
             "MERCATO_ADMIN_PASSWORD": "Admin-Pass-1234",
             "MERCATO_LOG_JSON": "true",
+            "MERCATO_SECRETS_KEY": Fernet.generate_key().decode(),
+            "MERCATO_ISSUER": "http://gateway.test",
         }
     )
     migrate = subprocess.run(

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from mercato.identity.keyring import KeysUnavailable
 from mercato.identity.tables import refresh_tokens, signing_keys
 from mercato.platform.clock import utcnow
+from mercato.platform.secrets import secret_box
 from tests.harness import USER_PASSWORD, Stack, admin, embedded_settings, register_user, stack
 
 SERVICES = ["accounts", "identity"]
@@ -29,7 +30,10 @@ async def test_private_keys_are_encrypted_with_the_passphrase(
     settings = embedded_settings(data_dir)
     async with stack(settings, SERVICES) as s:
         [pem] = await stored_pems(s)
-        assert pem.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        # Sealed with the key-encryption key around the passphrase-encrypted PKCS#8.
+        assert pem.startswith("fernet:")
+        opened = secret_box(settings).open(pem)
+        assert opened.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
         token = (await admin(s)).headers
     async with stack(settings, SERVICES) as s:  # the same key, decrypted again after a restart
         assert (await s.client.get("/api/v1/auth/me", headers=token)).status_code == 200

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
+from cryptography.fernet import Fernet
 
 from mercato.identity.wiring import deps_of
 from tests.harness import Stack, admin, embedded_settings, stack
@@ -38,8 +39,13 @@ async def test_rotation_and_client_deletion_reach_the_other_replica(
     on_pg = database_url.startswith("postgresql")
     databases = {"database_url": database_url} if on_pg else {}
     # Revocations are shared through Redis, as between replicas in distributed mode.
+    # One key-encryption key for both, as every replica of an installation shares it.
     settings = embedded_settings(
-        data_dir, redis_url=redis_url, redis_prefix=redis_prefix, **databases
+        data_dir,
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        secrets_key=Fernet.generate_key().decode(),
+        **databases,
     )
     async with (
         stack(settings, ["accounts", "identity"]) as one,

@@ -23,12 +23,15 @@ from typing import Any
 import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mercato.identity.sessions_store import KeyRepository, StoredKey
 from mercato.identity.store import BootstrapRepository
+from mercato.identity.tables import signing_keys
 from mercato.platform.auth import SigningKey, generate_signing_key, jwks
 from mercato.platform.clock import utcnow
+from mercato.platform.secrets import SecretBox, SecretsKeyError
 from mercato.platform.uow import UnitOfWorkFactory
 
 ReadFactory = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
@@ -50,7 +53,12 @@ class _Loaded:
 
 
 class Keyring:
-    """The current signing key and the public keys still to publish."""
+    """The current signing key and the public keys still to publish.
+
+    Private keys are stored sealed with the installation's key-encryption key (`secrets`),
+    around a PKCS#8 PEM that the passphrase, when set, encrypts too. A PEM stored in clear by an
+    older version is still read, and sealed by `reseal` (`mercato secrets rotate`).
+    """
 
     def __init__(
         self,
@@ -59,6 +67,7 @@ class Keyring:
         *,
         alg: str,
         passphrase: str | None,
+        secrets: SecretBox,
         retention: timedelta,
         refresh_every: float,
     ) -> None:
@@ -66,6 +75,7 @@ class Keyring:
         self._read = read
         self.alg = alg
         self._passphrase = passphrase.encode() if passphrase else None
+        self._secrets = secrets
         # How long a retired key stays published: tokens it signed may live that long.
         self.retention = retention
         self._refresh_every = refresh_every
@@ -108,8 +118,12 @@ class Keyring:
             raise KeysUnavailable(
                 "identity's signing keys are encrypted: set MERCATO_IDENTITY_KEY_PASSPHRASE"
             )
+        try:
+            pem = self._secrets.open(row.private_pem)
+        except SecretsKeyError as exc:
+            raise KeysUnavailable(f"signing key {row.kid}: {exc}") from None
         private = serialization.load_pem_private_key(
-            row.private_pem.encode("ascii"), password=self._passphrase if row.encrypted else None
+            pem.encode("ascii"), password=self._passphrase if row.encrypted else None
         )
         if not isinstance(private, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
             raise KeysUnavailable(f"signing key {row.kid} has an unsupported type")
@@ -154,7 +168,7 @@ class Keyring:
         raise KeysUnavailable("no signing key provisioned")
 
     def seal(self, key: SigningKey) -> StoredKey:
-        """The row storing `key` (its PEM encrypted when a passphrase is set)."""
+        """The row storing `key`: its PEM (encrypted when a passphrase is set), sealed."""
         encryption: serialization.KeySerializationEncryption = (
             serialization.BestAvailableEncryption(self._passphrase)
             if self._passphrase
@@ -166,7 +180,7 @@ class Keyring:
         return StoredKey(
             kid=key.kid,
             alg=key.alg,
-            private_pem=pem,
+            private_pem=self._secrets.seal(pem),
             encrypted=self._passphrase is not None,
             created_at=utcnow(),
             retired_at=None,
@@ -199,3 +213,19 @@ class Keyring:
             await KeyRepository(uow.connection).add(self.seal(key))
         log.info("signing key provisioned", kid=key.kid, alg=key.alg)
         return True
+
+    async def reseal(self) -> int:
+        """Re-encrypt every stored private key with the first key-encryption key (keys stored in
+        clear get sealed); answers how many rows were rewritten."""
+        count = 0
+        async with self._uow() as uow:
+            for row in await KeyRepository(uow.connection).all():
+                if row.private_pem is None:
+                    continue
+                await uow.connection.execute(
+                    update(signing_keys)
+                    .where(signing_keys.c.kid == row.kid)
+                    .values(private_pem=self._secrets.reseal(row.private_pem))
+                )
+                count += 1
+        return count

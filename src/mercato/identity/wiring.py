@@ -10,6 +10,7 @@ from mercato.identity.keyring import Keyring, ReadFactory
 from mercato.identity.settings import IdentitySettings
 from mercato.identity.tokens import IdentityDeps
 from mercato.platform.passwords import verify_password
+from mercato.platform.secrets import SecretBox, secret_box
 from mercato.platform.service import ServiceContext
 from mercato.platform.token_stores import RedisTokenStore
 from mercato.platform.uow import UnitOfWorkFactory
@@ -21,9 +22,13 @@ _KEY_RETENTION_MARGIN = timedelta(minutes=5)
 
 
 def build_keyring(
-    settings: IdentitySettings, uow_factory: UnitOfWorkFactory, read: ReadFactory
+    settings: IdentitySettings,
+    uow_factory: UnitOfWorkFactory,
+    read: ReadFactory,
+    *,
+    secrets: SecretBox,
 ) -> Keyring:
-    """The keyring over identity's database, as configured."""
+    """The keyring over identity's database, as configured, sealing with `secrets`."""
     passphrase = settings.identity_key_passphrase
     lifetime = max(settings.identity_person_token_seconds, settings.identity_machine_token_seconds)
     return Keyring(
@@ -31,6 +36,7 @@ def build_keyring(
         read,
         alg=settings.identity_signing_alg,
         passphrase=passphrase.get_secret_value() if passphrase else None,
+        secrets=secrets,
         retention=timedelta(seconds=lifetime) + _KEY_RETENTION_MARGIN,
         refresh_every=settings.identity_key_refresh_seconds,
     )
@@ -42,7 +48,7 @@ def deps_of(ctx: ServiceContext) -> IdentityDeps:
     if isinstance(found, IdentityDeps):
         return found
     settings = IdentitySettings()
-    keyring = build_keyring(settings, ctx.uow, ctx.database.read)
+    keyring = build_keyring(settings, ctx.uow, ctx.database.read, secrets=secret_box(ctx.settings))
     budget: Budget = (
         RedisBudget(RedisTokenStore(ctx.shared.redis, f"{ctx.settings.redis_prefix}:identity"))
         if ctx.shared.redis is not None

@@ -103,6 +103,8 @@ class RunOutcome:
 
     counts: dict[str, int] = field(default_factory=dict)
     output: str | None = None
+    # A run that succeeded with some items failed says why here (shown as the run's `error`).
+    error: str | None = None
 
 
 def error_text(exc: BaseException, limit: int = 1000) -> str:
@@ -224,19 +226,46 @@ class ExternalProduct:
         )
 
 
+# What catalog can hold: its money bound (platform.money.MAX_AMOUNT) and a 32-bit stock column.
+MAX_PRICE = Decimal("1000000000.00")
+MAX_STOCK = 2**31 - 1
+
+
 def dummyjson_product(raw: Mapping[str, Any]) -> ExternalProduct:
-    """A DummyJSON product (`{id, title, description, price, category, brand, stock}`)."""
-    try:
-        external_id = str(raw["id"])
-        name = str(raw["title"]).strip()
-        price = Decimal(str(raw["price"])).quantize(CENT, rounding=ROUND_HALF_UP)
-        stock = int(raw.get("stock") or 0)
-    except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
-        raise ValueError(f"malformed product: {type(exc).__name__}") from None
+    """A DummyJSON product (`{id, title, description, price, category, brand, stock}`).
+
+    ValueError, saying what is wrong, for a product that cannot be imported as it is (a missing
+    title, a price that is not a finite number of at most `MAX_PRICE`, ...).
+    """
+    if not isinstance(raw, Mapping):
+        raise ValueError("not a JSON object")
+    missing = [key for key in ("id", "title", "price") if raw.get(key) is None]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    external_id = str(raw["id"])
+    name = str(raw["title"]).strip()
     if not external_id or not name or len(name) > 200:
-        raise ValueError(f"product {external_id!r}: a title of 1 to 200 characters")
-    if price < 0 or stock < 0 or not price.is_finite():
-        raise ValueError(f"product {external_id!r}: negative price or stock")
+        raise ValueError("a title of 1 to 200 characters")
+    price_text = raw["price"]
+    try:
+        if isinstance(price_text, bool):
+            raise TypeError
+        price = Decimal(str(price_text).strip())
+    except (TypeError, ValueError, InvalidOperation):
+        raise ValueError(f"price {str(price_text)[:40]!r} is not a number") from None
+    # Checked before quantize and any comparison: both raise InvalidOperation on NaN or a huge
+    # exponent, which is not a ValueError and would end the whole sync.
+    if not price.is_finite():
+        raise ValueError(f"price {str(price_text)[:40]!r} is not a finite number")
+    if price < 0 or price > MAX_PRICE:
+        raise ValueError(f"price {str(price_text)[:40]!r} is not between 0 and {MAX_PRICE}")
+    price = price.quantize(CENT, rounding=ROUND_HALF_UP)
+    try:
+        stock = int(raw.get("stock") or 0)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"stock {str(raw.get('stock'))[:40]!r} is not a whole number") from None
+    if not 0 <= stock <= MAX_STOCK:
+        raise ValueError(f"stock {stock} is not between 0 and {MAX_STOCK}")
     return ExternalProduct(
         external_id=external_id,
         name=name,

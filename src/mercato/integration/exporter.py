@@ -5,6 +5,12 @@ CSV row at once. Atomic: rows go to a hidden temporary file in the export direct
 flushed, fsynced and then renamed to `products_YYYYMMDD_HHMMSS.csv` in one step, so a reader
 sees either no file or the whole file. Only files recorded in the database are listed, served
 and rotated.
+
+Formula injection (OWASP "CSV injection"): a product named `=HYPERLINK(...)` would be a live
+formula in a spreadsheet. Unless turned off (`MERCATO_EXPORT_NEUTRALISE_FORMULAS=false`, for
+machine readers), every text cell starting with `=`, `+`, `-`, `@`, tab or CR is written with a
+leading `'`, which spreadsheets show as text. The price column is ours (two places, never
+negative) and stays a plain number.
 """
 
 from __future__ import annotations
@@ -40,13 +46,32 @@ log = structlog.get_logger("mercato.integration.export")
 
 EXPORT_PATH = "/api/v1/products/export"
 TEMP_SUFFIX = ".part"
+# What makes a spreadsheet read a cell as a formula (OWASP CSV injection).
+FORMULA_TRIGGERS = frozenset({"=", "+", "-", "@", "\t", "\r"})
+# Columns written as they come: numbers we format ourselves.
+PLAIN_COLUMNS = frozenset({CSV_HEADER.index("Price")})
+
+
+def neutralise(cell: str) -> str:
+    """`cell` as a spreadsheet shows it as text: a leading `'` when it would start a formula."""
+    return "'" + cell if cell[:1] in FORMULA_TRIGGERS else cell
+
+
+def neutralised_row(row: tuple[str, ...]) -> tuple[str, ...]:
+    """`row` with every text cell neutralised (the plain columns left as they are)."""
+    return tuple(
+        cell if index in PLAIN_COLUMNS else neutralise(cell) for index, cell in enumerate(row)
+    )
 
 
 class CsvExportWriter:
     """Writes rows to a hidden temp file, then publishes it by rename (or removes it)."""
 
-    def __init__(self, directory: Path, file_name: str, *, header: bool) -> None:
+    def __init__(
+        self, directory: Path, file_name: str, *, header: bool, neutralise: bool = True
+    ) -> None:
         self.directory = directory
+        self._neutralise = neutralise
         self.final = directory / file_name
         self.temp = directory / f".{file_name}{TEMP_SUFFIX}"
         self.rows = 0
@@ -58,8 +83,8 @@ class CsvExportWriter:
             self._writer.writerow(CSV_HEADER)
 
     def write(self, row: tuple[str, ...]) -> None:
-        """Append one row."""
-        self._writer.writerow(row)
+        """Append one row (neutralised, unless turned off)."""
+        self._writer.writerow(neutralised_row(row) if self._neutralise else row)
         self.rows += 1
 
     def publish(self) -> int:
@@ -94,6 +119,7 @@ class ExportProducts(Job):
         uow: UnitOfWorkFactory,
         problem: Callable[[], Awaitable[str | None]],
         path: str = EXPORT_PATH,
+        neutralise: bool = True,
     ) -> None:
         self.spec = spec
         self._tokens = tokens
@@ -105,6 +131,7 @@ class ExportProducts(Job):
         self._uow = uow
         self._problem = problem
         self.path = path
+        self.neutralise = neutralise
         self._last_problem: str | None = None
 
     def disabled_reason(self) -> str | None:
@@ -131,7 +158,9 @@ class ExportProducts(Job):
             taken = await ExportFiles(uow.connection).newest_first()
         on_disk = [p.name for p in self.directory.glob("*.csv")] if self.directory.exists() else []
         file_name = export_file_name(self.pattern, ctx.now(), [*taken, *on_disk])
-        writer = CsvExportWriter(self.directory, file_name, header=self.header)
+        writer = CsvExportWriter(
+            self.directory, file_name, header=self.header, neutralise=self.neutralise
+        )
         log.info("export step 2: fetching products from catalog", path=self.path)
         step = time.perf_counter()
         try:

@@ -9,7 +9,9 @@ Nothing in the product depends on it; it plays the outside world. Endpoints:
 - `GET /products?limit&skip` — DummyJSON shape (`limit=0` means all); no auth.
 - `GET /api/orders?limit&skip` — bearer token required (401 otherwise).
 - `GET /_stats` — `{tokens_issued, token_requests_rejected, requests_by_path, active_tokens}`.
-- `POST /_seed` `{"products": N, "orders": M}` — regenerate the data from the seed.
+- `POST /_seed` `{"products": N, "orders": M}` — regenerate the data from the seed; with
+  `"bad_products": [{...}, ...]` those raw objects are served after the seeded products as they
+  are (a `"NaN"` price, a price of 1e20, no title...), for tests of a sync meeting bad data.
 
 Test hooks, `POST /_faults` with a JSON object holding any of these keys (combinable):
 
@@ -62,6 +64,8 @@ class SeedRequest(BaseModel):
 
     products: int = Field(default=30, ge=0, le=10_000)
     orders: int = Field(default=20, ge=0, le=10_000)
+    # Served as given, after the seeded products: the sandbox plays a provider with bad data.
+    bad_products: list[Any] = Field(default_factory=list, max_length=1000)
 
 
 class FaultsRequest(BaseModel):
@@ -299,6 +303,7 @@ def create_partner_app(
     async def reseed(body: SeedRequest) -> dict[str, int]:
         """Regenerate the data deterministically."""
         state.seed_data(body.products, body.orders)
+        state.products.extend(body.bad_products)
         return {"products": len(state.products), "orders": len(state.orders)}
 
     @app.post("/_faults")
@@ -326,7 +331,7 @@ def create_partner_app(
 
 def _update_product(state: _State, changes: dict[str, Any]) -> None:
     pid = changes.get("id")
-    product = next((p for p in state.products if p["id"] == pid), None)
+    product = next((p for p in state.products if isinstance(p, dict) and p.get("id") == pid), None)
     if product is None:
         raise HTTPException(404, f"no product {pid!r}")
     unknown = set(changes) - set(product)

@@ -3,7 +3,9 @@
 Exporter credentials (DESIGN §6): `MERCATO_EXPORTER_CLIENT_SECRET` wins (distributed mode);
 otherwise identity, when it runs in this process, hands them over in `SharedState.extras` on its
 first start and this service keeps the secret in its own database, so a later start (or a CLI
-run beside the server) finds it without identity handing it over again.
+run beside the server) finds it without identity handing it over again. That kept secret and
+the cached access tokens are stored sealed with the installation's key-encryption key
+(`mercato.platform.secrets`); values kept in clear by an older version are still read.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from sqlalchemy import select, update
 
 from mercato.identity.contracts import (
     EXPORTER_CLIENT_ID,
@@ -35,6 +38,7 @@ from mercato.integration.service import IntegrationService
 from mercato.integration.settings import IntegrationSettings
 from mercato.integration.store import Credentials
 from mercato.integration.syncs import SyncExternalOrders, SyncExternalProducts
+from mercato.integration.tables import client_credentials
 from mercato.integration.token_store import DurableBudgetTokenStore, SqlTokenStore
 from mercato.integration.upstreams import (
     CATALOG,
@@ -51,6 +55,7 @@ from mercato.integration.upstreams import (
 )
 from mercato.platform.clock import utcnow
 from mercato.platform.db import Database
+from mercato.platform.secrets import SecretBox, secret_box
 from mercato.platform.settings import Settings
 from mercato.platform.token_manager import TokenManager
 from mercato.platform.token_stores import RedisTokenStore, TokenStore
@@ -81,20 +86,25 @@ class Integration:
         extras: dict[str, Any] | None = None,
         wake_relay: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = utcnow,
+        secrets: SecretBox | None = None,
     ) -> None:
         self.settings = settings
+        self.secrets = secrets if secrets is not None else secret_box(settings)
         self.integ = integ
         self.database = database
         self.extras = extras if extras is not None else {}
         self._wake_relay = wake_relay
         self._clock = clock
-        self.store: TokenStore = (
-            DurableBudgetTokenStore(
-                RedisTokenStore(redis, f"{settings.redis_prefix}:integration"),
-                SqlTokenStore(database),
-            )
+        self.sql_tokens = SqlTokenStore(database, secrets=self.secrets)
+        self.redis_tokens = (
+            RedisTokenStore(redis, f"{settings.redis_prefix}:integration", secrets=self.secrets)
             if redis is not None
-            else SqlTokenStore(database)
+            else None
+        )
+        self.store: TokenStore = (
+            DurableBudgetTokenStore(self.redis_tokens, self.sql_tokens)
+            if self.redis_tokens is not None
+            else self.sql_tokens
         )
         self.demo: DemoPartner | None = None
         self._exporter: tuple[str, str] | None = None
@@ -131,6 +141,7 @@ class Integration:
                 keep=integ.export_keep,
                 uow=self.uow,
                 problem=self._export_problem,
+                neutralise=integ.export_neutralise_formulas,
             ),
             SYNC_EXTERNAL_PRODUCTS: SyncExternalProducts(
                 self._spec(SYNC_EXTERNAL_PRODUCTS),
@@ -215,15 +226,45 @@ class Integration:
             if self._exporter != pair:
                 async with self.uow() as uow:
                     kept = Credentials(uow.connection)
-                    if await kept.get(EXPORTER) != pair:
-                        await kept.put(EXPORTER, *pair, now=self._clock())
+                    if self._opened(await kept.get(EXPORTER)) != pair:
+                        sealed = self.secrets.seal(handed.client_secret)
+                        await kept.put(EXPORTER, handed.client_id, sealed, now=self._clock())
                         log.info("exporter credentials kept", client_id=handed.client_id)
                 self._exporter = pair
             return pair
         if self._exporter is None:
             async with self.uow() as uow:
-                self._exporter = await Credentials(uow.connection).get(EXPORTER)
+                self._exporter = self._opened(await Credentials(uow.connection).get(EXPORTER))
         return self._exporter
+
+    def _opened(self, kept: tuple[str, str] | None) -> tuple[str, str] | None:
+        return None if kept is None else (kept[0], self.secrets.open(kept[1]))
+
+    async def reseal_secrets(self) -> dict[str, int]:
+        """Re-encrypt every secret integration keeps with the first key-encryption key (clear
+        ones get sealed): kept client secrets, cached tokens in the database and in Redis."""
+        credentials = 0
+        async with self.uow() as uow:
+            conn = uow.connection
+            rows = (
+                await conn.execute(
+                    select(client_credentials.c.name, client_credentials.c.client_secret)
+                )
+            ).all()
+            for row in rows:
+                await conn.execute(
+                    update(client_credentials)
+                    .where(client_credentials.c.name == row.name)
+                    .values(client_secret=self.secrets.reseal(row.client_secret))
+                )
+                credentials += 1
+        counts = {
+            "client secrets": credentials,
+            "cached tokens": await self.sql_tokens.reseal_tokens(),
+        }
+        if self.redis_tokens is not None:
+            counts["cached tokens (Redis)"] = await self.redis_tokens.reseal_tokens()
+        return counts
 
     async def exporter_tokens(self) -> TokenManager | None:
         """The exporter's token manager against identity, or None without credentials."""

@@ -212,7 +212,13 @@ class Scheduler:
             await self._finish(run_id, "failed", error=text)
         else:
             log.info("job run succeeded", job=name, run_id=run_id, **outcome.counts)
-            await self._finish(run_id, "succeeded", counts=outcome.counts, output=outcome.output)
+            await self._finish(
+                run_id,
+                "succeeded",
+                counts=outcome.counts,
+                output=outcome.output,
+                error=outcome.error,
+            )
         finally:
             beat.cancel()
 

@@ -10,6 +10,10 @@ Atomicity: `try_acquire_budget` runs in one write transaction. On SQLite that tr
 IMMEDIATE (the platform's engine does so for every writer), so it holds the database's write
 lock from its first statement; on PostgreSQL the upstream's `token_cache` row is locked
 `FOR UPDATE` first, so two replicas' budget checks on one upstream serialise.
+
+Cached access tokens are stored sealed with the installation's key-encryption key when a
+`SecretBox` is given (integration always gives one); a token cached in clear before is still
+read, and sealed by `reseal_tokens` (`mercato secrets rotate`).
 """
 
 from __future__ import annotations
@@ -19,14 +23,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mercato.integration.tables import token_cache, token_requests
 from mercato.platform.db import Database, insert_ignore
+from mercato.platform.secrets import SecretBox, SecretsKeyError
 from mercato.platform.token_stores import StoredToken, TokenStore
 
 
 class SqlTokenStore:
     """Token cache, rolling-hour budget and fetch lock in the service's own database."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, secrets: SecretBox | None = None) -> None:
         self._db = database
+        self._secrets = secrets
+
+    def _open(self, stored: str) -> str | None:
+        if self._secrets is None:
+            return stored
+        try:
+            return self._secrets.open(stored)
+        except SecretsKeyError:
+            return None  # only a cache: a token the key cannot open is fetched again
 
     async def _row(self, conn: AsyncConnection, name: str, *, lock: bool) -> None:
         await insert_ignore(conn, token_cache, {"name": name}, ["name"])
@@ -48,9 +62,10 @@ class SqlTokenStore:
             ).first()
         if row is None or row.access_token is None:
             return None
-        return StoredToken(
-            access_token=row.access_token, issued_at=row.issued_at, expires_at=row.expires_at
-        )
+        token = self._open(row.access_token)
+        if token is None:
+            return None
+        return StoredToken(access_token=token, issued_at=row.issued_at, expires_at=row.expires_at)
 
     async def save_token(self, name: str, token: StoredToken, *, now: float) -> None:
         """See `TokenStore`."""
@@ -60,7 +75,11 @@ class SqlTokenStore:
                 update(token_cache)
                 .where(token_cache.c.name == name)
                 .values(
-                    access_token=token.access_token,
+                    access_token=(
+                        self._secrets.seal(token.access_token)
+                        if self._secrets
+                        else token.access_token
+                    ),
                     issued_at=token.issued_at,
                     expires_at=token.expires_at,
                 )
@@ -69,14 +88,46 @@ class SqlTokenStore:
     async def clear_token(self, name: str, *, only_if: str | None = None) -> None:
         """See `TokenStore` (a compare-and-delete when `only_if` is given)."""
         condition = token_cache.c.name == name
-        if only_if is not None:
-            condition = and_(condition, token_cache.c.access_token == only_if)
         async with self._db.transaction() as conn:
+            if only_if is not None:
+                # A sealed token differs at every write: compare the opened value, with the row
+                # locked (the write transaction on SQLite, FOR UPDATE on PostgreSQL) so no save
+                # slips in between the read and the clear.
+                stored = (
+                    await conn.execute(
+                        select(token_cache.c.access_token).where(condition).with_for_update()
+                    )
+                ).scalar()
+                if stored is None or self._open(stored) != only_if:
+                    return
+                condition = and_(condition, token_cache.c.access_token == stored)
             await conn.execute(
                 update(token_cache)
                 .where(condition)
                 .values(access_token=None, issued_at=None, expires_at=None)
             )
+
+    async def reseal_tokens(self) -> int:
+        """Re-encrypt every cached token with the first key-encryption key (tokens cached in
+        clear get sealed); answers how many rows were rewritten. Needs `secrets`."""
+        assert self._secrets is not None, "reseal needs a SecretBox"
+        count = 0
+        async with self._db.transaction() as conn:
+            rows = (
+                await conn.execute(
+                    select(token_cache.c.name, token_cache.c.access_token)
+                    .where(token_cache.c.access_token.is_not(None))
+                    .with_for_update()
+                )
+            ).all()
+            for row in rows:
+                await conn.execute(
+                    update(token_cache)
+                    .where(token_cache.c.name == row.name)
+                    .values(access_token=self._secrets.reseal(row.access_token))
+                )
+                count += 1
+        return count
 
     async def try_acquire_budget(
         self, name: str, *, now: float, limit: int, window: float

@@ -165,7 +165,9 @@ class DummyJsonProducts:
             products = body.get("products") if isinstance(body, dict) else None
             if not isinstance(products, list):
                 raise ValueError("the provider's answer has no 'products' list")
-            page = [p for p in products if isinstance(p, dict)]
+            # Every item, objects or not: `parse` refuses a non-object, so the run counts it
+            # as failed instead of losing it silently.
+            page: list[dict[str, Any]] = list(products)
             if page:
                 yield page
             skip += len(products)

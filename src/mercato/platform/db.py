@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
+import stat
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -78,8 +81,7 @@ class Database:
         self.schema: str | None = None
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
-                # 0700: the files hold password hashes and identity's signing keys.
-                Path(parsed.database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                _private_file(Path(parsed.database))
             self.engine: AsyncEngine = create_async_engine(
                 url, echo=echo, pool_size=8, max_overflow=8, pool_timeout=60
             )
@@ -147,6 +149,23 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+
+
+def _private_file(path: Path) -> None:
+    """Make a SQLite file (and its directory) readable by this user alone: they hold password
+    hashes and sealed secrets. The file is created 0600 before SQLite opens it (SQLite gives
+    its -wal and -shm files the database file's mode); a file or directory an older version
+    left readable to others is tightened."""
+    directory = path.parent
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = directory.stat()
+    # Not a directory shared by others (a sticky /tmp, one owned by someone else): only ours.
+    if info.st_uid == os.getuid() and not info.st_mode & stat.S_ISVTX:
+        directory.chmod(0o700)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for name in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            name.chmod(0o600)
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -14,6 +14,7 @@ succeeds for exactly one owner until it is released or `ttl` passes.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import uuid
 from collections import deque
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
+
+from mercato.platform.secrets import SecretBox, SecretsKeyError
 
 
 @dataclass(frozen=True)
@@ -169,9 +172,19 @@ _COUNT_LUA = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
 return redis.call('ZCARD', KEYS[1])
 """
+# A sealed token differs at every write, so the compare is on its digest; a token cached in
+# clear by an older version is compared as it is.
 _CLEAR_IF_LUA = """
-if ARGV[1] == '' or redis.call('HGET', KEYS[1], 'access_token') == ARGV[1] then
+if ARGV[1] == '' or redis.call('HGET', KEYS[1], 'fingerprint') == ARGV[1]
+   or redis.call('HGET', KEYS[1], 'access_token') == ARGV[2] then
   return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+_RESEAL_LUA = """
+if redis.call('HGET', KEYS[1], 'access_token') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'access_token', ARGV[2], 'fingerprint', ARGV[3])
+  return 1
 end
 return 0
 """
@@ -189,16 +202,21 @@ class RedisTokenStore:
 
     Keys (under `prefix`): `token:<name>` a hash, `token-requests:<name>` a sorted set of request
     timestamps, `token-lock:<name>` the fetch lock, `token-error:<name>` the last failure.
-    Works with or without `decode_responses`.
+    Works with or without `decode_responses`. With `secrets`, the cached access token is stored
+    sealed (and its SHA-256 beside it, for compare-and-delete).
     """
 
-    def __init__(self, redis: Redis, prefix: str = "mercato") -> None:
+    def __init__(
+        self, redis: Redis, prefix: str = "mercato", *, secrets: SecretBox | None = None
+    ) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._secrets = secrets
         self._budget = redis.register_script(_BUDGET_LUA)
         self._count = redis.register_script(_COUNT_LUA)
         self._clear_if = redis.register_script(_CLEAR_IF_LUA)
         self._release = redis.register_script(_RELEASE_LUA)
+        self._reseal = redis.register_script(_RESEAL_LUA)
 
     def _key(self, kind: str, name: str) -> str:
         return f"{self._prefix}:{kind}:{name}"
@@ -208,13 +226,16 @@ class RedisTokenStore:
         raw: dict[Any, Any] = await self._redis.hgetall(self._key("token", name))
         fields = {_text(k): _text(v) for k, v in raw.items()}
         try:
+            stored = fields["access_token"]
             return StoredToken(
-                access_token=fields["access_token"],
+                access_token=self._secrets.open(stored) if self._secrets else stored,
                 issued_at=float(fields["issued_at"]),
                 expires_at=float(fields["expires_at"]),
             )
         except (KeyError, ValueError):
             return None
+        except SecretsKeyError:
+            return None  # only a cache: a token the key cannot open is fetched again
 
     async def save_token(self, name: str, token: StoredToken, *, now: float) -> None:
         """See `TokenStore`. The key expires with the token (garbage collection only)."""
@@ -225,7 +246,12 @@ class RedisTokenStore:
             pipe.hset(
                 key,
                 mapping={
-                    "access_token": token.access_token,
+                    "access_token": (
+                        self._secrets.seal(token.access_token)
+                        if self._secrets
+                        else token.access_token
+                    ),
+                    "fingerprint": token_fingerprint(token.access_token),
                     "issued_at": repr(token.issued_at),
                     "expires_at": repr(token.expires_at),
                 },
@@ -235,7 +261,25 @@ class RedisTokenStore:
 
     async def clear_token(self, name: str, *, only_if: str | None = None) -> None:
         """See `TokenStore`."""
-        await self._clear_if(keys=[self._key("token", name)], args=[only_if or ""])
+        fingerprint = token_fingerprint(only_if) if only_if is not None else ""
+        await self._clear_if(keys=[self._key("token", name)], args=[fingerprint, only_if or ""])
+
+    async def reseal_tokens(self) -> int:
+        """Re-encrypt every cached token with the first key-encryption key (tokens cached in
+        clear get sealed); answers how many were rewritten. Needs `secrets`."""
+        assert self._secrets is not None, "reseal needs a SecretBox"
+        count = 0
+        async for key in self._redis.scan_iter(match=self._key("token", "*"), count=100):
+            stored = await self._redis.hget(key, "access_token")
+            if stored is None:
+                continue
+            stored_text = _text(stored)
+            clear = self._secrets.open(stored_text)
+            resealed = self._secrets.reseal(stored_text)
+            # Compare-and-set: a token saved meanwhile by a replica is left as it is.
+            args = [stored_text, resealed, token_fingerprint(clear)]
+            count += int(await self._reseal(keys=[key], args=args))
+        return count
 
     async def try_acquire_budget(
         self, name: str, *, now: float, limit: int, window: float
@@ -278,6 +322,11 @@ class RedisTokenStore:
         """See `TokenStore`."""
         raw = await self._redis.get(self._key("token-error", name))
         return None if raw is None else _text(raw)
+
+
+def token_fingerprint(token: str) -> str:
+    """The SHA-256 of a token: what compare-and-delete compares once tokens are sealed."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def _text(value: Any) -> str:
