@@ -2,18 +2,35 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# Installs come from the locks (exact versions, hashes checked): runtime in requirements.lock,
+# runtime + the `dev` extra in requirements-dev.lock; `make lock` regenerates both after a change
+# to pyproject.toml, and tests/unit/test_requirements_lock.py fails until it has been run.
+LOCK := requirements-dev.lock
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
+# --allow-unsafe and --all-build-deps: pip and setuptools are pinned and hashed too, so the
+# editable install below builds with the locked setuptools, nothing fetched unchecked.
+COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes \
+	--allow-unsafe --all-build-deps --strip-extras --no-emit-index-url --no-emit-find-links
 
-.PHONY: install run demo test test-fast lint format bench clean
+.PHONY: install lock run demo test test-fast lint format bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	@rm -f $(VENV)/.installed-*
 	@touch $@
+
+# Versions already in a lock are kept while pyproject.toml allows them (pip-compile prefers the
+# output file's pins); `make lock UPGRADE=--upgrade` moves everything to the newest allowed.
+lock:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/pip-compile || $(BIN)/pip install --quiet "pip-tools>=7.4"
+	$(COMPILE) $(UPGRADE) --output-file requirements.lock pyproject.toml
+	$(COMPILE) $(UPGRADE) --extra dev --output-file requirements-dev.lock pyproject.toml
 
 run: install
 	$(BIN)/mercato run
@@ -49,6 +66,7 @@ bench: install
 	$(BIN)/python bench/saga.py
 	$(BIN)/python bench/catalog.py
 	$(BIN)/python bench/export.py
+	$(BIN)/python bench/cluster.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
