@@ -29,9 +29,13 @@ from tests.running import Processes, mercato, start_partner
 COMMON_ENV = {
     "MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD,
     "MERCATO_IDENTITY_IP_FREE_FAILURES": "100000",
+    # Likewise the per-address registration limit: the whole suite registers from one address.
+    "MERCATO_ACCOUNTS_REGISTER_PER_MINUTE": "100000",
     # A lock-out outlasts the few requests that check it on every replica (the default 1 s
     # would make those checks a race with the clock).
     "MERCATO_IDENTITY_LOGIN_BASE_DELAY_SECONDS": "60",
+    # The same for accounts' throttle of wrong `current_password`s (tested per account).
+    "MERCATO_ACCOUNTS_PASSWORD_BASE_DELAY_SECONDS": "60",
     "MERCATO_EVENT_RETRY_DELAYS": "0.2,1,2",
     # Scheduled ticks would only add noise; the suite runs jobs on demand.
     "MERCATO_JOB_EXPORT_PRODUCTS_INITIAL_DELAY": "3600",

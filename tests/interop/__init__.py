@@ -1,0 +1,1 @@
+"""The interoperability suite: Mercato's identity driven by clients nobody here wrote."""
