@@ -626,16 +626,19 @@ async def test_redis_restarted_revocations_budgets_and_orders_survive(cluster: D
 
 # What each service answers a token on (straight at a replica or through the gateway). 200, or
 # 403 where the token verified but lacks the right (a machine on a person's route, a person on
-# an admin's): both mean the token was accepted. 401 is a refusal of the token itself.
+# an admin's), or 404 where an admin's token (person or machine) asked for the wallet of nobody:
+# each means the token was accepted. 401 is a refusal of the token itself.
+NOBODY = "00000000-0000-0000-0000-000000000000"
 PROBES: dict[str, str] = {
     "identity": "/api/v1/auth/me",
     "accounts": "/api/v1/accounts/me",
     "catalog": "/api/v1/events/catalog/stats",
-    "wallet": "/api/v1/wallet/balance",
+    # Someone else's wallet: 403 to a person, 404 to an admin (a machine must name the user).
+    "wallet": f"/api/v1/wallet/balance?user_id={NOBODY}",
     "orders": "/api/v1/orders",
     "integration": "/api/v1/jobs",
 }
-VERIFIED = (200, 403)
+VERIFIED = (200, 403, 404)
 # A restarted replica imports, migrates nothing and serves in seconds; minutes on a busy runner.
 RESTART_TIMEOUT = 300
 # Nobody answered: a replica down or restarting (nginx says 502), or Redis away (503).

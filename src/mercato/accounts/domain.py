@@ -15,6 +15,12 @@ from email_validator import EmailNotValidError, validate_email
 
 from mercato.accounts.contracts import ROLES, Role, UserStatus
 
+# The throttle model is the platform's, named here as part of this service's rules.
+from mercato.platform.throttle import ThrottlePolicy as ThrottlePolicy
+from mercato.platform.throttle import ThrottleState as ThrottleState
+from mercato.platform.throttle import after_failure as after_failure
+from mercato.platform.throttle import wait_left as wait_left
+
 USERNAME_MIN, USERNAME_MAX = 3, 32
 PASSWORD_MIN, PASSWORD_MAX = 10, 256
 # Letters and digits of any script, plus . _ -; no "@" so a login name is never mistaken for
@@ -196,48 +202,7 @@ def needs_current_password(user: User, change: ProfileChange, *, new_password: b
     )
 
 
-# --- throttling wrong current passwords ------------------------------------------------------
-# The same model as identity's login throttle (accounts may not import identity).
-
-
-@dataclass(frozen=True)
-class ThrottlePolicy:
-    """`free` failures cost nothing, then each further one locks the account out for
-    `base * 2**(n-1)` seconds, at most `maximum`; failures older than `forget_after` seconds
-    are forgotten."""
-
-    free: int
-    base: float
-    maximum: float
-    forget_after: float
-
-    def delay_after(self, failures: int) -> float:
-        """The lock-out that follows the `failures`-th failure in a row."""
-        beyond = failures - self.free
-        if beyond <= 0:
-            return 0.0
-        return float(min(self.maximum, self.base * 2 ** min(beyond - 1, 40)))
-
-
-@dataclass(frozen=True)
-class ThrottleState:
-    """Failures counted for one account, times in epoch seconds."""
-
-    failures: int
-    locked_until: float
-    last_failure_at: float
-
-
-def after_failure(policy: ThrottlePolicy, state: ThrottleState, now: float) -> ThrottleState:
-    """The state after one more failure (a stale count starts again)."""
-    failures = state.failures if now - state.last_failure_at < policy.forget_after else 0
-    failures += 1
-    return ThrottleState(failures, now + policy.delay_after(failures), now)
-
-
-def wait_left(state: ThrottleState, now: float) -> float:
-    """Seconds until the account may try again (0 when it may now)."""
-    return max(0.0, state.locked_until - now)
+# --- throttling wrong current passwords: identity's login model (mercato.platform.throttle) ---
 
 
 # Identity's login defaults: five free failures, then 1 s doubling up to 15 min; an hour to forget.

@@ -14,6 +14,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+# The throttle model is the platform's, named here as part of this service's rules.
+from mercato.platform.throttle import ThrottlePolicy as ThrottlePolicy
+from mercato.platform.throttle import ThrottleState as ThrottleState
+from mercato.platform.throttle import after_failure as after_failure
+from mercato.platform.throttle import wait_left as wait_left
+
 UserState = str  # "active", "disabled" or "deleted"
 
 # The first-party web client: people logging in through /api/v1/auth/login get tokens for it.
@@ -242,51 +248,7 @@ def secret_matches(stored_digest: str | None, given: str) -> bool:
     return matches and stored_digest is not None
 
 
-# --- login throttling ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ThrottlePolicy:
-    """Growing delays after failed logins: `free` failures cost nothing, then each further one
-    locks the key out for `base * 2**(n-1)` seconds, at most `maximum`; failures older than
-    `forget_after` seconds are forgotten."""
-
-    free: int
-    base: float
-    maximum: float
-    forget_after: float
-
-    def delay_after(self, failures: int) -> float:
-        """The lock-out that follows the `failures`-th failure in a row."""
-        beyond = failures - self.free
-        if beyond <= 0:
-            return 0.0
-        return float(min(self.maximum, self.base * 2 ** min(beyond - 1, 40)))
-
-
-@dataclass(frozen=True)
-class ThrottleState:
-    """Failed logins counted for one key (an account or an address), times in epoch seconds."""
-
-    failures: int
-    locked_until: float
-    last_failure_at: float
-
-
-def after_failure(policy: ThrottlePolicy, state: ThrottleState | None, now: float) -> ThrottleState:
-    """The state after one more failure (a stale count starts again)."""
-    failures = 0
-    if state is not None and now - state.last_failure_at < policy.forget_after:
-        failures = state.failures
-    failures += 1
-    return ThrottleState(failures, now + policy.delay_after(failures), now)
-
-
-def wait_left(state: ThrottleState | None, now: float) -> float:
-    """Seconds until the key may try again (0 when it may now)."""
-    if state is None:
-        return 0.0
-    return max(0.0, state.locked_until - now)
+# --- login throttling: the shared model (mercato.platform.throttle) ---------------------------
 
 
 # --- refresh-token families ------------------------------------------------------------------
