@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from itertools import cycle
 
 import httpx
@@ -210,3 +212,21 @@ def test_a_token_budget_is_one_budget_across_replicas(target: Target) -> None:
             statuses.append(client_token(on_replica, bot, secret))
     assert [s.status_code for s in statuses] == [200, 200, 200, 429], [s.text for s in statuses]
     assert int(statuses[3].headers["retry-after"]) > 0
+
+
+def test_concurrent_wrong_passwords_on_both_replicas_get_six_checks(target: Target) -> None:
+    """The first failures of a fresh account race on both replicas at once (issue 11 item 7):
+    five free failures and the one that locks, then 429, however the guesses interleave."""
+    with target.client() as client:
+        username, _ = register(client, "raced")
+        login_tokens(client, username)
+    urls = target.replicas("identity")
+    wrong = {"username_or_email": username, "password": "Wrong-Guess-1"}
+
+    def guess(index: int) -> int:
+        url = urls[index % len(urls)]
+        return httpx.post(f"{url}/api/v1/auth/login", json=wrong, timeout=60).status_code
+
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        statuses = Counter(pool.map(guess, range(30)))
+    assert statuses == Counter({401: 6, 429: 24}), statuses
