@@ -41,6 +41,16 @@ def require(service: str, host: str, port: int) -> None:
     pytest.skip(reason)
 
 
+def require_dev_cluster() -> None:
+    """Skip (fail in CI) unless what a dev cluster runs on is here: PostgreSQL, Redis,
+    RabbitMQ and nginx."""
+    require("PostgreSQL", "127.0.0.1", 5432)
+    require("Redis", "127.0.0.1", 6379)
+    require("RabbitMQ", RABBIT_HOST, 5672)
+    if not os.path.exists("/usr/sbin/nginx"):
+        (pytest.fail if IN_CI else pytest.skip)("nginx is not installed")
+
+
 def create_pg_database(name: str) -> str:
     """Create a fresh PostgreSQL database; returns its asyncpg SQLAlchemy URL."""
     import asyncio

@@ -107,11 +107,7 @@ def _embedded(workdir: Path) -> Iterator[Target]:
 
 
 def _cluster(workdir: Path) -> Iterator[Target]:
-    services.require("PostgreSQL", "127.0.0.1", 5432)
-    services.require("Redis", "127.0.0.1", 6379)
-    services.require("RabbitMQ", services.RABBIT_HOST, 5672)
-    if not Path("/usr/sbin/nginx").exists():
-        (pytest.fail if services.IN_CI else pytest.skip)("nginx is not installed")
+    services.require_dev_cluster()
     tag = uuid.uuid4().hex[:8]
     database, vhost = f"mercato_contract_{tag}", f"mercato-contract-{tag}"
     made = DevCluster(

@@ -25,7 +25,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -44,11 +43,7 @@ FINAL = ("completed", "failed")
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    services.require("PostgreSQL", "127.0.0.1", 5432)
-    services.require("Redis", "127.0.0.1", 6379)
-    services.require("RabbitMQ", services.RABBIT_HOST, 5672)
-    if not Path("/usr/sbin/nginx").exists():
-        (pytest.fail if services.IN_CI else pytest.skip)("nginx is not installed")
+    services.require_dev_cluster()
     tag = uuid.uuid4().hex[:8]
     database = f"mercato_cluster_{tag}"
     vhost = f"mercato-cluster-{tag}"

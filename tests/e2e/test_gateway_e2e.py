@@ -46,11 +46,7 @@ def all_ready(body: dict[str, Any]) -> bool:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    services.require("PostgreSQL", "127.0.0.1", 5432)
-    services.require("Redis", "127.0.0.1", 6379)
-    services.require("RabbitMQ", services.RABBIT_HOST, 5672)
-    if not Path("/usr/sbin/nginx").exists():
-        (pytest.fail if services.IN_CI else pytest.skip)("nginx is not installed")
+    services.require_dev_cluster()
     tag = uuid.uuid4().hex[:8]
     database, vhost = f"mercato_gateway_{tag}", f"mercato-gateway-{tag}"
     made = DevCluster(

@@ -89,9 +89,9 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         # The shared revocation store every verifier reads: earlier tokens stop at once.
         await cut_off_subject(ctx.shared.revocations, user_id, at)
 
-    registration_limit = build_registration_limit(
-        ctx, AccountsSettings().accounts_register_per_minute
-    )
+    # Read once, when the router is built: the registration limit and the password throttle.
+    settings = AccountsSettings()
+    registration_limit = build_registration_limit(ctx, settings.accounts_register_per_minute)
 
     @router.post(
         "/api/v1/accounts/register",
@@ -123,8 +123,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         """The caller's profile."""
         return Profile.of(await service.get_user(ctx.uow, caller.sub))
 
-    # Read once: how wrong `current_password` answers are throttled.
-    password_throttle = AccountsSettings().password_throttle()
+    password_throttle = settings.password_throttle()
 
     @router.patch(
         "/api/v1/accounts/me",
