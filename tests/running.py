@@ -111,3 +111,17 @@ def start_partner(embedded: Processes, env: dict[str, str], *options: str) -> st
         embedded.processes.append(process)
         return f"http://127.0.0.1:{port}"
     raise RuntimeError("the partner sandbox found no free port in 5 tries")
+
+
+def login_when_replicated(client: httpx.Client, who: str, password: str) -> httpx.Response:
+    """Log in once identity has applied the person's `user.created` (a moment after start or
+    registration). Four tries spread over 6 s: failures count toward the account's five free
+    ones, so polling faster would lock the account out instead."""
+    for pause in (0, 0.5, 1.5, 4):
+        time.sleep(pause)
+        answer = client.post(
+            "/api/v1/auth/login", json={"username_or_email": who, "password": password}
+        )
+        if answer.status_code != 401:
+            return answer
+    return answer

@@ -3,7 +3,6 @@ stays refused, even after a restart."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
@@ -11,25 +10,11 @@ import httpx
 from mercato.app import build_platform
 from mercato.platform.settings import Settings
 from tests.e2e.conftest import RunningPlatform, start_platform, stop_platform
+from tests.running import login_when_replicated
 
 ADMIN_PASSWORD = "Admin-Pass-1234"
 
 PASSWORD = "Correct-Horse-9"
-
-
-def login_when_replicated(
-    client: httpx.Client, who: str, password: str = PASSWORD
-) -> httpx.Response:
-    """Identity applies `user.created` a moment after registration; poll its replica through
-    the only public signal there is, without hammering the throttle (a few tries, spaced)."""
-    for pause in (0, 0.5, 1.5, 4):  # four failures stay under the account's five free ones
-        time.sleep(pause)
-        answer = client.post(
-            "/api/v1/auth/login", json={"username_or_email": who, "password": password}
-        )
-        if answer.status_code != 401:
-            return answer
-    return answer
 
 
 def test_register_login_me_logout_over_http(platform: RunningPlatform) -> None:
@@ -44,7 +29,7 @@ def test_register_login_me_logout_over_http(platform: RunningPlatform) -> None:
             },
         )
         assert registered.status_code == 201, registered.text
-        answer = login_when_replicated(client, "jane@example.com")
+        answer = login_when_replicated(client, "jane@example.com", PASSWORD)
         assert answer.status_code == 200, answer.text
         assert answer.headers["cache-control"] == "no-store"
         bearer = {"Authorization": f"Bearer {answer.json()['access_token']}"}

@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from tests import services
-from tests.running import Processes, mercato
+from tests.running import Processes, login_when_replicated, mercato
 
 ADMIN_PASSWORD = "Interop-Adm1n-Passw0rd!"
 NODE_DIR = Path(__file__).parent / "node"
@@ -103,10 +103,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         args = mercato("run", "--data-dir", str(workdir / "data"))
         base_url = processes.spawn("interop-mercato", args, env, "/ready")
         with httpx.Client(base_url=base_url, timeout=30) as http:
-            login = http.post(
-                "/api/v1/auth/login",
-                json={"username_or_email": "admin", "password": ADMIN_PASSWORD},
-            )
+            login = login_when_replicated(http, "admin", ADMIN_PASSWORD)
         assert login.status_code == 200, login.text
         yield Server(base_url, login.json()["access_token"], workdir)
     finally:
