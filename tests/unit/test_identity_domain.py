@@ -159,3 +159,13 @@ def test_throttle_locks_after_free_failures_and_forgets_old_ones() -> None:
     state = after_failure(policy, state, 1000.0)
     assert wait_left(state, 1000.0) == 20
     assert after_failure(policy, state, 2000.0).failures == 1  # an hour-old count restarts
+
+
+def test_a_free_failure_locks_out_no_attempt_whose_clock_was_read_earlier() -> None:
+    policy = ThrottlePolicy(free=3, base=600.0, maximum=900.0, forget_after=3600)
+    state = None
+    for at in (1000.0, 1000.2, 1000.4):
+        state = after_failure(policy, state, at)
+    # A concurrent attempt read the clock at 1000.3 and reached the counter after the third.
+    assert wait_left(state, 1000.3) == 0
+    assert wait_left(after_failure(policy, state, 1000.3), 1000.3) == 600

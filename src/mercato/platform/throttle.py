@@ -41,7 +41,10 @@ def after_failure(policy: ThrottlePolicy, state: ThrottleState | None, now: floa
     if state is not None and now - state.last_failure_at < policy.forget_after:
         failures = state.failures
     failures += 1
-    return ThrottleState(failures, now + policy.delay_after(failures), now)
+    delay = policy.delay_after(failures)
+    # A free failure sets no lock at all: `now + 0` would lock out, for a few microseconds, a
+    # concurrent attempt whose clock was read just before this one's (seen as a stray 429).
+    return ThrottleState(failures, now + delay if delay > 0 else 0.0, now)
 
 
 def wait_left(state: ThrottleState | None, now: float) -> float:
