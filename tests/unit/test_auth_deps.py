@@ -20,7 +20,7 @@ from mercato.platform.auth import (
     issue_access_token,
     jwks,
 )
-from mercato.platform.errors import install_error_handlers
+from mercato.platform.http_errors import install_error_handlers
 
 ISSUER = "https://id.mercato.test"
 AUDIENCE = "mercato"

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.routing import compile_path
 
-from mercato.platform.errors import PROBLEM_JSON
+from mercato.platform.http_errors import PROBLEM_JSON
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "title": "Problem",

@@ -60,10 +60,9 @@ class HashingBusy(DomainError):
     type_slug = "password-hashing-busy"
 
     def __init__(self, retry_after: int) -> None:
-        self.retry_after = max(1, retry_after)
         super().__init__(
             "too many password checks in progress; try again shortly",
-            headers={"Retry-After": str(self.retry_after)},
+            retry_after=max(1, retry_after),
         )
 
 
