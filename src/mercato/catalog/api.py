@@ -16,7 +16,8 @@ from mercato.catalog.domain import Product
 from mercato.catalog.store import ProductFilter
 from mercato.platform.auth import Principal
 from mercato.platform.errors import Forbidden, Invalid, Unauthorized
-from mercato.platform.money import ExactJsonRoute, Money
+from mercato.platform.http_inputs import ExactJsonRoute
+from mercato.platform.money import Money
 from mercato.platform.pagination import Page, PageDep
 from mercato.platform.service import ServiceContext
 

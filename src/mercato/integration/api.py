@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from mercato.integration.domain import SYNC_EXTERNAL_PRODUCTS
 from mercato.integration.service import IntegrationService, JobView
 from mercato.integration.store import ExportFile, RunRecord
-from mercato.platform.auth import Authenticator
+from mercato.platform.auth.deps import Authenticator
 from mercato.platform.money import Money
 from mercato.platform.pagination import Page, PageDep
 
