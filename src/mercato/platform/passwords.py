@@ -157,11 +157,3 @@ async def verify_password(password_hash: str | None, password: str) -> bool:
             return False
 
     return await _run(LOGIN, check)
-
-
-def needs_rehash(password_hash: str) -> bool:
-    """Whether the hash was made with weaker parameters than today's."""
-    try:
-        return _hasher.check_needs_rehash(password_hash)
-    except InvalidHashError:
-        return True

@@ -92,10 +92,6 @@ class TokenVerifier:
             raise Unauthorized("token revoked", challenge=_INVALID_TOKEN)
         return principal
 
-    def clear_cache(self) -> None:
-        """Forget every verified token (after withdrawing a compromised key, for instance)."""
-        self._cache.clear()
-
     def _remember(self, digest: bytes, principal: Principal) -> None:
         if len(self._cache) >= self._cache_size:
             del self._cache[next(iter(self._cache))]
