@@ -197,17 +197,34 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     @router.get(
         "/api/v1/products/export",
         response_class=StreamingResponse,
-        responses={200: {"content": {NDJSON: {}}, "description": "one product per line"}},
+        responses={
+            200: {
+                "content": {NDJSON: {}},
+                "description": "one product per line",
+                "headers": {
+                    "X-Total-Count": {
+                        "description": "how many products there were as the export began",
+                        "schema": {"type": "integer"},
+                    }
+                },
+            }
+        },
     )
     async def export(_: Reader) -> StreamingResponse:
-        """Every product, withdrawn ones too, as NDJSON in `created_at, id` order."""
+        """Every product, withdrawn ones too, as NDJSON in `created_at, id` order.
+
+        `X-Total-Count` says how many products there were when the export began (so a reader
+        can show its progress); products created or deleted meanwhile may make the stream
+        a little longer or shorter.
+        """
+        total = await service.count_products(ctx.database)
 
         async def lines() -> AsyncIterator[bytes]:
             # One chunk per page: a send per product would cost more than the product.
             async for page in service.export_pages(ctx.database):
                 yield b"".join(export_line(p) for p in page)
 
-        return StreamingResponse(lines(), media_type=NDJSON)
+        return StreamingResponse(lines(), media_type=NDJSON, headers={"X-Total-Count": str(total)})
 
     @router.get("/api/v1/products/{product_id}")
     async def get_product(product_id: UUID) -> ProductOut:
