@@ -11,7 +11,7 @@ from mercato.orders import service
 from mercato.orders.domain import MAX_LINES, MAX_QUANTITY, Order, OrderStatus
 from mercato.orders.store import OrderFilter
 from mercato.platform.auth import Principal
-from mercato.platform.idempotency import IdempotencyKeyDep
+from mercato.platform.http_inputs import IdempotencyKeyDep
 from mercato.platform.money import Money
 from mercato.platform.pagination import Page, PageDep
 from mercato.platform.service import ServiceContext

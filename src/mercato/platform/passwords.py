@@ -66,10 +66,9 @@ class HashingBusy(DomainError):
     type_slug = "password-hashing-busy"
 
     def __init__(self, retry_after: int) -> None:
-        self.retry_after = max(1, retry_after)
         super().__init__(
             "too many password checks in progress; try again shortly",
-            headers={"Retry-After": str(self.retry_after)},
+            retry_after=max(1, retry_after),
         )
 
 
@@ -164,11 +163,3 @@ async def verify_password(password_hash: str | None, password: str) -> bool:
             return False
 
     return await _run(LOGIN, check)
-
-
-def needs_rehash(password_hash: str) -> bool:
-    """Whether the hash was made with weaker parameters than today's."""
-    try:
-        return _hasher.check_needs_rehash(password_hash)
-    except InvalidHashError:
-        return True
