@@ -134,6 +134,7 @@ def run(
     console.print(f"  issuer     {settings.issuer}")
     if listening != base:
         console.print(f"  listening  {listening}")
+    console.print(f"  console    {base}/console   (sign in as the admin)")
     console.print(f"  API docs   {base}/docs   (ReDoc {base}/redoc)")
     console.print(f"  health     {base}/health   metrics {base}/metrics")
     creds = settings.data_dir / CREDENTIALS_FILE

@@ -5,10 +5,11 @@ a gateway in front of separate services. `render_nginx` writes the nginx configu
 of upstream addresses: `deploy/nginx.conf` (containers) and the dev cluster (localhost ports)
 are both rendered from `ROUTES`, so they cannot drift apart.
 
-What no single service can answer, the installation-wide OpenAPI document, its docs and the
-readiness of every service, is answered by the gateway's companion process (`GATEWAY`,
-`mercato serve gateway`, `mercato.gateway_app`); nginx sends it the exact paths in
-`GATEWAY_PATHS`. This module stays free of FastAPI so that rendering a config needs no web stack.
+What no single service can answer, the installation-wide OpenAPI document, its docs, the
+readiness of every service and the web console, is answered by the gateway's companion process
+(`GATEWAY`, `mercato serve gateway`, `mercato.gateway_app`); nginx sends it the exact paths in
+`GATEWAY_PATHS` and everything under `GATEWAY_PREFIXES`. This module stays free of FastAPI so
+that rendering a config needs no web stack.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ ROUTES: Mapping[str, tuple[str, ...]] = {
 
 # The companion's name in upstreams (`mercato serve gateway`), and the exact paths it answers.
 GATEWAY = "gateway"
-GATEWAY_PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/ready")
+GATEWAY_PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/ready", "/console")
+# And the prefixes it answers: the web console's assets (mercato.console).
+GATEWAY_PREFIXES = ("/console/",)
 # The environment variable naming the companion's upstreams: JSON {"service": ["host:port"]}.
 UPSTREAMS_ENV = "MERCATO_GATEWAY_UPSTREAMS"
 
@@ -101,6 +104,10 @@ def render_nginx(
         f"        location = {path} {{\n{_PROXY.format(upstream=GATEWAY)}\n        }}"
         for path in GATEWAY_PATHS
     ]
+    for prefix in GATEWAY_PREFIXES:
+        locations.append(
+            f"        location {prefix} {{\n{_PROXY.format(upstream=GATEWAY)}\n        }}"
+        )
     for service, prefixes in ROUTES.items():
         for prefix in prefixes:
             locations.append(
@@ -170,7 +177,7 @@ http {{
 def owner_of(path: str) -> str | None:
     """The service the gateway sends `path` to (`GATEWAY` for its exact paths, else the longest
     matching prefix), if any."""
-    if path in GATEWAY_PATHS:
+    if path in GATEWAY_PATHS or path.startswith(GATEWAY_PREFIXES):
         return GATEWAY
     best: tuple[int, str] | None = None
     for service, prefixes in ROUTES.items():

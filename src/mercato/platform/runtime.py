@@ -290,6 +290,12 @@ class Platform:
             if module.router is not None:
                 app.include_router(module.router(self.contexts[module.name]))
         app.include_router(events_router(self.databases, self.redeliver, self.auth.require_admin))
+        if self.role == "embedded":
+            # The web console: pages over this same public API (in distributed mode the
+            # gateway's companion serves them, mercato.gateway_app).
+            from mercato.console import console_router
+
+            app.include_router(console_router())
         app.state.platform = self
         return app
 
