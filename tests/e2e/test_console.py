@@ -354,3 +354,62 @@ def test_the_session_is_renewed_before_expiry_and_sign_out_revokes_it(
         assert me.status_code == 401
         spent = client.post("/api/v1/auth/refresh", json={"refresh_token": second["refresh"]})
         assert spent.status_code in (400, 401)
+
+
+def poison(shop: RunningPlatform, consumer: str) -> str:
+    """A dead letter as a consumer leaves one when it gives up: the envelope of an event it
+    already applied (catalog's first `product.upserted`), so a replay is harmless, and the error
+    of its last try. Written into the consumer's database as the backbone writes it."""
+    from sqlalchemy import create_engine, insert, select
+
+    from mercato.platform.clock import utcnow
+    from mercato.platform.events.tables import dead_letters, outbox
+    from mercato.platform.ids import new_id_str
+
+    def engine(service: str) -> Any:
+        return create_engine(f"sqlite:///{shop.data_dir / f'{service}.db'}")
+
+    with engine("catalog").connect() as conn:
+        row = conn.execute(
+            select(outbox).where(outbox.c.event_type == "product.upserted").limit(1)
+        ).one()
+    letter = new_id_str()
+    with engine(consumer).begin() as conn:
+        conn.execute(
+            insert(dead_letters).values(
+                id=letter,
+                consumer=consumer,
+                event_id=row.event_id,
+                event_type=row.event_type,
+                envelope=row.envelope,
+                error="RuntimeError: poisoned by test_console",
+                attempts=5,
+                failed_at=utcnow(),
+            )
+        )
+    return letter
+
+
+def test_a_dead_letter_stands_out_and_a_replay_clears_it(
+    page: Any, shop: RunningPlatform, boss: dict[str, str], screens: Path
+) -> None:
+    with shop.client() as client:
+        made = client.post(
+            "/api/v1/products", headers=boss, json={"name": "Poison Pill", "price": "1.00"}
+        )
+        assert made.status_code == 201, made.text
+    poison(shop, "orders")
+    sign_in(page, shop)
+    orders_card = page.locator("[data-service=orders]")
+    poll(lambda: orders_card.get_attribute("data-health") == "bad", "orders marked unhealthy")
+    assert "dead letters" in orders_card.inner_text()
+    page.screenshot(path=screens / "overview-dead-letter.png", full_page=True)
+    page.goto(f"{shop.base_url}/console#/events/orders")
+    letters = page.locator("[data-testid=dead-letters]")
+    letters.locator("td", has_text="poisoned by test_console").wait_for()
+    page.screenshot(path=screens / "events-dead-letter.png", full_page=True)
+    letters.locator("[data-testid=replay]").first.click()
+    letters.locator("p", has_text="no dead letter in orders").wait_for()
+    with shop.client() as client:
+        stats = client.get("/api/v1/events/orders/stats", headers=boss).json()
+    assert stats["dead_letters"] == 0

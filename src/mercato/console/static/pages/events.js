@@ -77,7 +77,7 @@ async function showDeadLetters(node, message, service, refresh) {
   fill(
     node,
     page.items.length
-      ? h("p", { class: "row" }, h("span", { class: "badge bad" }, `${page.total} dead letters in ${service}`),
+      ? h("p", { class: "row" }, h("span", { class: "badge bad" }, `${page.total} dead letter${page.total === 1 ? "" : "s"} in ${service}`),
         action("Replay all shown", async () => {
           for (const letter of page.items) await replay(letter);
           flash(message, `Replayed ${page.items.length} dead letters.`);
