@@ -22,7 +22,7 @@ from importlib.resources.abc import Traversable
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from mercato.platform.errors import problem
+from mercato.platform.http_errors import problem
 
 PREFIX = "/console"
 POLICY = (
