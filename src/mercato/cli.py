@@ -400,6 +400,7 @@ def dev_cluster(
         cluster.start()
         console.print(f"[bold]Mercato dev cluster[/bold] at {cluster.base_url}")
         console.print(f"  {replicas} replicas of each service behind nginx, one worker")
+        console.print(f"  console    {cluster.base_url}/console")
         console.print(f"  API docs   {cluster.base_url}/docs   (ReDoc {cluster.base_url}/redoc)")
         console.print(f"  readiness  {cluster.base_url}/ready   (every service's replicas)")
         console.print(f"  one service's own docs: {cluster.base_url}/services/catalog/docs")

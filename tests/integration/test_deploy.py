@@ -185,6 +185,7 @@ def test_nginx_sends_the_companion_its_exact_paths_and_services_theirs(
 
     for path in GATEWAY_PATHS:
         assert reached(path) == GATEWAY, path
+    assert reached("/console/pages/orders.js") == GATEWAY  # the console's files (a prefix)
     # /health stays nginx's own answer; a service's own docs and metrics stay reachable.
     assert httpx.get(f"{routed_nginx}/health", timeout=10).json() == {"status": "ok"}
     answer = httpx.get(f"{routed_nginx}/services/catalog/docs", timeout=10).json()

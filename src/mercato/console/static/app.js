@@ -21,6 +21,7 @@ const REFRESH_MS = 5000;
 const root = document.getElementById("app");
 let current = null; // {name, view, arg}
 let busy = false;
+let again = false; // a refresh asked for while one was running (a page just opened)
 let loop = null;
 let statusLine = null;
 let main = null;
@@ -148,7 +149,11 @@ function navigate(hash) {
 }
 
 async function tick(force = false) {
-  if (!current || busy) return;
+  if (!current) return;
+  if (busy) {
+    again = again || force;
+    return;
+  }
   if (document.hidden && !force) {
     statusLine.textContent = "Paused while the tab is hidden.";
     return;
@@ -165,6 +170,10 @@ async function tick(force = false) {
     statusLine.textContent = `Could not refresh: ${error.message}`;
   } finally {
     busy = false;
+    if (again) {
+      again = false;
+      tick(true);
+    }
   }
 }
 
