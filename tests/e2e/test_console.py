@@ -413,3 +413,43 @@ def test_a_dead_letter_stands_out_and_a_replay_clears_it(
     with shop.client() as client:
         stats = client.get("/api/v1/events/orders/stats", headers=boss).json()
     assert stats["dead_letters"] == 0
+
+
+def test_a_product_is_edited_and_a_token_forgotten_after_the_budget_warning(
+    page: Any, shop: RunningPlatform, boss: dict[str, str], screens: Path
+) -> None:
+    with shop.client() as client:
+        made = client.post(
+            "/api/v1/products",
+            headers=boss,
+            json={"name": "Editable Atlas", "price": "30.00", "stock": 3},
+        ).json()
+    sign_in(page, shop)
+    page.click("header nav a[data-page=catalog]")
+    page.fill("input[name=q]", "Editable Atlas")
+    page.click("[data-testid=products] >> xpath=.. >> button[type=submit]")
+    page.locator(f"[data-product='{made['id']}']").click()
+    editor = page.locator("[data-testid=product-editor]")
+    editor.locator("input[name=price]").fill("27.50")
+    editor.locator("input[name=stock]").fill("9")
+    editor.locator("input[name=active]").uncheck()
+    editor.locator("button[type=submit]").click()
+    page.locator(
+        "p[role=status]", has_text="Editable Atlas: price 27.50, stock 9, withdrawn"
+    ).wait_for()
+    page.screenshot(path=screens / "catalog-edit.png", full_page=True)
+    with shop.client() as client:
+        product = client.get(f"/api/v1/products/{made['id']}").json()
+    assert (product["price"], product["stock"], product["active"]) == ("27.50", 9, False)
+
+    # The export job's upstream is identity: its budget is shown, and said before forgetting.
+    warnings: list[str] = []
+    page.on("dialog", lambda dialog: warnings.append(dialog.message))
+    page.click("header nav a[data-page=integration]")
+    page.click("[data-testid=forget-identity]")
+    page.locator("p[role=status]", has_text="identity: cached token forgotten").wait_for()
+    assert warnings and re.search(r"identity: \d+ of \d+ token requests remain", warnings[0])
+    with shop.client() as client:
+        status = client.get("/api/v1/integration/token/status", headers=boss).json()
+    assert status["identity"]["has_token"] is False
+    page.screenshot(path=screens / "integration.png", full_page=True)

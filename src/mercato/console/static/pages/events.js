@@ -4,6 +4,8 @@ import { ApiError, query, request } from "../api.js";
 import { action, errorBox, fill, flash, h, notAvailable, panel, shortId, statusBadge, table, when } from "../dom.js";
 import { serviceNames } from "./common.js";
 
+// #/events/<service> opens a service; #/events/<service>/<correlation id> its events of one
+// correlation (an order's timeline links here).
 export function mount(main, { arg }) {
   const service = h("select", { name: "service" });
   const type = h("input", { name: "type", placeholder: "order.placed" });
@@ -16,9 +18,14 @@ export function mount(main, { arg }) {
     h("label", {}, "service", service), h("label", {}, "type", type), h("label", {}, "subject", subject),
     h("label", {}, "correlation id", correlation), h("button", { type: "submit", class: "primary" }, "Show"));
   main.append(panel("Dead letters", message, letters), panel("Recent events", filters, recent));
+  const choose = (target) => {
+    const [name, ...rest] = (target || "").split("/");
+    if (name) service.value = name;
+    correlation.value = rest.join("/");
+  };
   const ready = serviceNames().then((names) => {
     fill(service, names.map((name) => h("option", { value: name }, name)));
-    if (arg && names.includes(arg)) service.value = arg;
+    choose(arg);
   });
   const refresh = async () => {
     await ready;
@@ -33,7 +40,7 @@ export function mount(main, { arg }) {
     refresh();
   });
   service.addEventListener("change", () => refresh());
-  return { refresh };
+  return { refresh, open: async (target) => { await ready; choose(target); await refresh(); } };
 }
 
 async function showEvents(node, service, filters) {
@@ -48,7 +55,7 @@ async function showEvents(node, service, filters) {
           ["type", (e) => h("strong", {}, e.type)],
           ["subject", (e) => shortId(e.subject)],
           ["status", (e) => statusBadge(e.status)],
-          ["correlation id", (e) => h("code", {}, e.correlation_id)],
+          ["correlation id", (e) => h("a", { href: `#/events/${service}/${encodeURIComponent(e.correlation_id)}`, title: "this correlation's events" }, h("code", {}, e.correlation_id))],
           ["payload", (e) => h("details", {}, h("summary", {}, shortId(e.id)), h("pre", {}, JSON.stringify(e.data, null, 2)))],
         ],
         page.items,

@@ -91,7 +91,9 @@ async function showOrder(node, id) {
         ["event", (e) => h("strong", {}, e.type)],
         ["time", (e) => when(e.occurred_at)],
         ["event id", (e) => shortId(e.event_id)],
-        ["correlation id", (e) => h("code", {}, e.correlation_id || "—")],
+        ["correlation id", (e) => (e.correlation_id
+          ? h("a", { href: `#/events/${e.source || "orders"}/${encodeURIComponent(e.correlation_id)}`, title: "the events of this correlation" }, h("code", {}, e.correlation_id))
+          : "—")],
         ["from", (e) => e.source || ""],
       ],
       answer.events || answer.items || [],
