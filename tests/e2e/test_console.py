@@ -265,6 +265,16 @@ def test_an_order_placed_through_the_api_is_found_with_its_saga(
     page.click("[data-testid=orders-search] button[type=submit]")
     page.locator("[data-testid=orders-list] p", has_text="0 pending longer than 60 s").wait_for()
 
+    # From the saga to the events of its correlation (with the event log and the timeline).
+    log = "/api/v1/events/orders/events"
+    if has_endpoint(shop, boss, log) and page.locator("[data-testid=timeline] a").count():
+        link = page.locator("[data-testid=timeline] a").first
+        correlation = link.inner_text()
+        link.click()
+        page.locator("[data-testid=events-list] td", has_text="order.completed").wait_for()
+        assert page.locator("input[name=correlation_id]").input_value() == correlation
+        page.screenshot(path=screens / "events-of-an-order.png", full_page=True)
+
 
 def test_the_export_job_runs_and_its_file_downloads(
     page: Any, shop: RunningPlatform, screens: Path
