@@ -97,6 +97,8 @@ def boss(shop: RunningPlatform) -> dict[str, str]:
 
 
 def test_the_console_is_served_with_a_strict_policy(shop: RunningPlatform) -> None:
+    # `mercato run` (with or without --demo) names it in its banner.
+    assert f"console    {shop.base_url}/console" in shop.log()
     with shop.client() as client:
         answer = client.get("/console")
         assert answer.status_code == 200
