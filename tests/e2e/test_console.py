@@ -204,6 +204,13 @@ def test_an_order_placed_through_the_api_is_found_with_its_saga(
         page.locator("[data-testid=order-detail] [data-testid=not-available]").wait_for()
     page.screenshot(path=screens / "order.png", full_page=True)
 
+    # Found by its owner's username, not only by id.
+    page.fill("input[name=user_id]", shopper_name)
+    page.click("[data-testid=orders-search] button[type=submit]")
+    page.locator("[data-testid=orders-list] p", has_text="1 order,").wait_for()
+    page.locator(f"[data-order='{order['id']}']").wait_for()
+    page.fill("input[name=user_id]", "")
+
     # Stuck sagas: nothing of this shop has been pending for a minute.
     page.fill("input[name=pending_over]", "60")
     page.click("[data-testid=orders-search] button[type=submit]")

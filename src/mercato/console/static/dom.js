@@ -136,3 +136,8 @@ export function action(label, run, { kind, onError, testid, title } = {}) {
   });
   return button;
 }
+
+/** "1 order", "3 orders". */
+export function count(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}

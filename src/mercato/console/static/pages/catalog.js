@@ -1,7 +1,7 @@
 // Catalog: products (search, edit price, stock and whether on sale) and the external sync's
 // runs, with a button to sync now.
 import { query, request } from "../api.js";
-import { action, errorBox, fill, flash, h, panel, relative, shortId, statusBadge, table, when } from "../dom.js";
+import { action, count, errorBox, fill, flash, h, panel, relative, shortId, statusBadge, table, when } from "../dom.js";
 
 export function mount(main) {
   const q = h("input", { name: "q", type: "search", placeholder: "name, author, description" });
@@ -28,7 +28,7 @@ async function showProducts(node, { q, source, inactive }, onEdit) {
     const page = await request(`/api/v1/products${query({ q, source, include_inactive: inactive ? "true" : "", limit: 100, sort: "-created_at" })}`);
     fill(
       node,
-      h("p", { class: "muted" }, `${page.total} products, newest ${page.items.length} shown`),
+      h("p", { class: "muted" }, `${count(page.total, "product")}, newest ${page.items.length} shown`),
       table(
         [
           ["name", (p) => [h("strong", {}, p.name), p.author ? h("div", { class: "muted" }, p.author) : null]],

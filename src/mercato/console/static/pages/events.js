@@ -1,7 +1,7 @@
 // Events: per service, the events it published (payloads with secret fields masked by the
 // server) and its dead letters with their last error; replay one or all.
 import { ApiError, query, request } from "../api.js";
-import { action, errorBox, fill, flash, h, notAvailable, panel, shortId, statusBadge, table, when } from "../dom.js";
+import { action, count, errorBox, fill, flash, h, notAvailable, panel, shortId, statusBadge, table, when } from "../dom.js";
 import { serviceNames } from "./common.js";
 
 // #/events/<service> opens a service; #/events/<service>/<correlation id> its events of one
@@ -48,7 +48,7 @@ async function showEvents(node, service, filters) {
     const page = await request(`/api/v1/events/${encodeURIComponent(service)}/events${query({ ...filters, limit: 50 })}`);
     fill(
       node,
-      h("p", { class: "muted" }, `${page.total} events kept for ${service}; newest ${page.items.length} shown`),
+      h("p", { class: "muted" }, `${count(page.total, "event")} kept for ${service}; newest ${page.items.length} shown`),
       table(
         [
           ["time", (e) => when(e.occurred_at)],
@@ -84,10 +84,10 @@ async function showDeadLetters(node, message, service, refresh) {
   fill(
     node,
     page.items.length
-      ? h("p", { class: "row" }, h("span", { class: "badge bad" }, `${page.total} dead letter${page.total === 1 ? "" : "s"} in ${service}`),
+      ? h("p", { class: "row" }, h("span", { class: "badge bad" }, `${count(page.total, "dead letter")} in ${service}`),
         action("Replay all shown", async () => {
           for (const letter of page.items) await replay(letter);
-          flash(message, `Replayed ${page.items.length} dead letters.`);
+          flash(message, `Replayed ${count(page.items.length, "dead letter")}.`);
           await refresh();
         }, { onError, testid: "replay-all" }))
       : null,

@@ -1,7 +1,7 @@
 // Identity: accounts (search, roles), machine clients (create, with the secret shown this once
 // and kept nowhere, delete) and signing keys (published keys, rotate).
 import { request } from "../api.js";
-import { action, badge, errorBox, fill, flash, h, panel, statusBadge, table, when } from "../dom.js";
+import { action, badge, count, errorBox, fill, flash, h, panel, statusBadge, table, when } from "../dom.js";
 
 export function mount(main) {
   const search = h("input", { name: "account_search", placeholder: "username or e-mail", type: "search" });
@@ -38,7 +38,7 @@ async function showAccounts(node, message, needle, refresh) {
     const onError = (error) => flash(message, error.message, "bad");
     fill(
       node,
-      h("p", { class: "muted" }, `${matches.length} of ${page.total} accounts`),
+      h("p", { class: "muted" }, `${matches.length} of ${count(page.total, "account")}`),
       table(
         [
           ["username", (a) => h("strong", {}, a.username)],

@@ -1,7 +1,7 @@
 // Jobs: each job's schedule, next run and history (counts and errors), run now; the export
 // files, downloaded with the admin's token (fetch and a blob: a plain link carries no token).
 import { request } from "../api.js";
-import { action, errorBox, fill, flash, h, panel, relative, statusBadge, table, when } from "../dom.js";
+import { action, count, errorBox, fill, flash, h, panel, relative, statusBadge, table, when } from "../dom.js";
 
 export function mount(main, { arg }) {
   const jobs = h("div", { "data-testid": "jobs" });
@@ -56,7 +56,7 @@ async function showHistory(node, name) {
     const page = await request(`/api/v1/jobs/${encodeURIComponent(name)}/runs?limit=20`);
     fill(
       node,
-      h("p", { class: "muted" }, `${name}: ${page.total} runs, newest first`),
+      h("p", { class: "muted" }, `${name}: ${count(page.total, "run")}, newest first`),
       table(
         [
           ["requested", (r) => when(r.requested_at)],

@@ -1,11 +1,11 @@
 // Orders: a searchable list (status, user, age; "pending longer than N s" finds stuck sagas) and
 // one order's saga timeline, every event that moved it.
 import { ApiError, query, request } from "../api.js";
-import { duration, errorBox, fill, h, notAvailable, panel, secondsSince, shortId, statusBadge, table, when } from "../dom.js";
+import { count, duration, errorBox, fill, h, notAvailable, panel, secondsSince, shortId, statusBadge, table, when } from "../dom.js";
 
 export function mount(main, { arg, navigate }) {
   const status = h("select", { name: "status" }, ["", "pending", "completed", "failed"].map((s) => h("option", { value: s }, s || "any")));
-  const user = h("input", { name: "user_id", placeholder: "user id", size: 36 });
+  const user = h("input", { name: "user_id", placeholder: "user id, username or e-mail", size: 36 });
   const older = h("input", { name: "pending_over", type: "number", min: 0, placeholder: "seconds", size: 8 });
   const orderId = h("input", { name: "order_id", placeholder: "order id", size: 36 });
   const list = h("div", { "data-testid": "orders-list" });
@@ -40,12 +40,28 @@ export function mount(main, { arg, navigate }) {
   };
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The id of the account `who` names (an id, a username or an e-mail), or null. */
+async function accountId(who) {
+  if (!who || UUID.test(who)) return who;
+  const wanted = who.toLowerCase();
+  const accounts = await request("/api/v1/admin/accounts?limit=500");
+  const found = accounts.items.find((a) => a.username.toLowerCase() === wanted || a.email.toLowerCase() === wanted);
+  return found ? found.id : null;
+}
+
 async function showList(node, { status, user, older }) {
   const stuck = older !== "" && Number(older) >= 0;
-  // Newest first; stuck sagas are the pending ones older than the bound (taken from the newest 500).
-  const params = { status: stuck ? "pending" : status, user_id: user, limit: stuck ? 500 : 100 };
   let page;
   try {
+    const userId = await accountId(user);
+    if (userId === null) {
+      fill(node, h("p", { class: "notice" }, `No account is named ${user}.`));
+      return;
+    }
+    // Newest first; stuck sagas are the pending ones older than the bound (of the newest 500).
+    const params = { status: stuck ? "pending" : status, user_id: userId, limit: stuck ? 500 : 100 };
     page = await request(`/api/v1/admin/orders${query(params)}`);
   } catch (error) {
     fill(node, errorBox(error));
@@ -54,7 +70,7 @@ async function showList(node, { status, user, older }) {
   const items = stuck ? page.items.filter((o) => secondsSince(o.created_at) > Number(older)) : page.items;
   fill(
     node,
-    h("p", { class: "muted" }, stuck ? `${items.length} pending longer than ${older} s` : `${page.total} orders, newest ${page.items.length} shown`),
+    h("p", { class: "muted" }, stuck ? `${items.length} pending longer than ${older} s` : `${count(page.total, "order")}, newest ${page.items.length} shown`),
     table(
       [
         ["order", (o) => h("a", { href: `#/orders/${o.id}`, "data-order": o.id }, shortId(o.id))],
