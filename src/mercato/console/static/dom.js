@@ -121,8 +121,8 @@ export function flash(node, text, kind = "ok") {
 }
 
 /** A button that runs `action` once at a time (disabled meanwhile); errors go to `onError`. */
-export function action(label, run, { kind, onError, testid, title } = {}) {
-  const button = h("button", { class: kind, "data-testid": testid, title, type: "button" }, label);
+export function action(label, run, { kind, onError, testid, title, disabled } = {}) {
+  const button = h("button", { class: kind, "data-testid": testid, title, type: "button", disabled }, label);
   button.addEventListener("click", async () => {
     button.disabled = true;
     try {

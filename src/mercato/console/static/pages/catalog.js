@@ -78,7 +78,8 @@ async function showSync(node, message) {
   const status = await request("/api/v1/sync/status");
   fill(
     node,
-    h("p", { class: "row" }, `Next run ${relative(status.next_run_at)}. `,
+    h("p", { class: "row" },
+      status.next_run_at ? `Next run ${relative(status.next_run_at)}.` : "No run scheduled: the sync is off until an external provider is configured (see Jobs).",
       action("Sync now", async () => {
         const { run_id: runId } = await request("/api/v1/sync/trigger", { method: "POST" });
         flash(message, `Sync run ${runId} queued.`);

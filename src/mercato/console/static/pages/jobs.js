@@ -40,7 +40,7 @@ async function showJobs(node, message, pick) {
             const { run_id: runId } = await request(`/api/v1/jobs/${encodeURIComponent(j.name)}/run`, { method: "POST" });
             flash(message, `${j.name}: run ${runId} queued.`);
             await pick(j.name);
-          }, { onError, testid: `run-${j.name}`, kind: "primary" }),
+          }, { onError, testid: `run-${j.name}`, kind: "primary", disabled: !j.enabled, title: j.disabled_reason }),
           " ",
           action("History", () => pick(j.name), { onError, testid: `history-${j.name}` }),
         ]],
