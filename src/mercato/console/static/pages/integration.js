@@ -2,8 +2,8 @@
 // hour against the budget, circuit state where the server reports it; "forget token" first says
 // how much of the budget remains, since the next call will spend one to fetch a new token.
 import { request } from "../api.js";
-import { action, badge, fill, flash, h, panel, statusBadge, table, when } from "../dom.js";
-import { budgetMeter } from "./overview.js";
+import { action, badge, fill, flash, h, panel, table, when } from "../dom.js";
+import { budgetMeter, circuits } from "./overview.js";
 
 export function mount(main) {
   const upstreams = h("div", { "data-testid": "upstreams" });
@@ -24,7 +24,8 @@ async function show(node, message, refresh) {
         ["expires", ([, st]) => when(st.expires_at)],
         ["renews", ([, st]) => when(st.renew_at)],
         ["requests / budget (last hour)", ([, st]) => budgetMeter(st.requests_last_hour, st.budget_per_hour)],
-        ["circuit", ([, st]) => (st.circuit_state ? statusBadge(st.circuit_state) : "—")],
+        // Shown where the server reports a circuit state with the token status.
+        circuits(statuses),
         ["last error", ([, st]) => (st.last_error ? h("code", {}, st.last_error) : "—")],
         ["", ([name, st]) => action("Forget token", async () => {
           const remaining = Math.max(0, st.budget_per_hour - st.requests_last_hour);
@@ -37,7 +38,7 @@ async function show(node, message, refresh) {
           flash(message, `${name}: cached token forgotten (${remaining} requests remained this hour).`);
           await refresh();
         }, { kind: "danger", testid: `forget-${name}`, onError: (e) => flash(message, e.message, "bad") })],
-      ],
+      ].filter(Boolean),
       Object.entries(statuses),
       {
         empty: "no upstream configured",

@@ -126,6 +126,12 @@ async function showJobs(node) {
   );
 }
 
+/** The circuit column, when any upstream's status has a `circuit_state`, else null. */
+export function circuits(statuses) {
+  const shown = Object.values(statuses).some((st) => st.circuit_state !== undefined);
+  return shown ? ["circuit", ([, st]) => statusBadge(st.circuit_state)] : null;
+}
+
 /** `requests_last_hour` of `budget_per_hour` as a bar: amber from 80 %, red when spent. */
 export function budgetMeter(used, budget) {
   const share = budget ? Math.min(1, used / budget) : 0;
@@ -144,9 +150,10 @@ async function showUpstreams(node) {
         ["upstream", ([name]) => name],
         ["token", ([, st]) => (st.has_token ? badge("cached", "ok") : badge("none", "muted"))],
         ["requests / budget (hour)", ([, st]) => budgetMeter(st.requests_last_hour, st.budget_per_hour)],
-        ["circuit", ([, st]) => (st.circuit_state ? statusBadge(st.circuit_state) : "—")],
+        // Shown where the server reports a circuit state with the token status.
+        circuits(statuses),
         ["last error", ([, st]) => st.last_error || "—"],
-      ],
+      ].filter(Boolean),
       Object.entries(statuses),
       {
         empty: "no upstream configured",
