@@ -6,7 +6,10 @@
 // F5 stays signed in) but go when the tab is closed, are never shared with other tabs, and are
 // never sent by the browser on its own the way a cookie is (nothing for another site to ride on).
 // localStorage would keep a refresh token on disk for days; the page's Content-Security-Policy
-// (scripts from this origin only) is what keeps other code from reading either.
+// (scripts from this origin only) is what keeps other code from reading either. A tab duplicated
+// by the browser copies its sessionStorage: the first of the two to renew spends the refresh
+// token, the other's renewal then presents a spent one, and identity ends the session for both
+// (reuse detection), so a duplicated tab signs in again instead of sharing a session.
 
 const KEY = "mercato.console.session";
 let session = load();
