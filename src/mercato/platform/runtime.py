@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from functools import partial
 from typing import Any, Literal
 
@@ -28,6 +29,7 @@ from mercato.platform.events.envelope import Envelope
 from mercato.platform.events.inprocess import InProcessQueue, InProcessTransport, ParkedQueue
 from mercato.platform.events.relay import OutboxRelay
 from mercato.platform.events.transport import Subscription, Transport
+from mercato.platform.metrics_access import event_gauges_refresher, metrics_guard
 from mercato.platform.migrations import upgrade
 from mercato.platform.secrets import SecretsKeyError, missing_key_message, secret_box
 from mercato.platform.service import BackgroundTask, ServiceContext, ServiceModule, SharedState
@@ -108,6 +110,7 @@ class Platform:
                 self.transport,
                 batch_size=settings.relay_batch_size,
                 poll=settings.relay_poll_seconds,
+                keep_sent=timedelta(seconds=settings.event_log_keep),
             )
             self.relays[module.name] = relay
             self.contexts[module.name] = ServiceContext(
@@ -282,6 +285,8 @@ class Platform:
             max_body_bytes=self.settings.max_body_bytes,
             trusted_proxies=self.settings.trusted_proxies,
             cors_origins=self.settings.cors_origins,
+            metrics_guard=metrics_guard(self.settings.metrics_allow, self.auth.optional),
+            metrics_refresh=event_gauges_refresher(self.databases),
             readiness=checks,
             ready_services=self._readiness_by_service([name for name, _ in checks]),
             lifespan=lifespan,

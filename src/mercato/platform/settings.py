@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     event_retry_delays: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_DELAYS
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     relay_poll_seconds: Duration = Field(default=1.0, gt=0)
+    # How long sent events stay in the outbox for the event log before the relay prunes them.
+    event_log_keep: Duration = Field(default=7 * 86400.0, gt=0)
     consumer_batch_size: int = Field(default=200, ge=1, le=10_000)
     max_body_bytes: int = 1024 * 1024
     # The most a person may add to their own wallet in one top-up (admins are not capped).
@@ -58,12 +60,16 @@ class Settings(BaseSettings):
     # default: CORS is off (mercato.platform.browser).
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
 
-    @field_validator("trusted_proxies", "cors_origins", mode="before")
+    # Where `/metrics` may be scraped from without a token (CIDRs, comma-separated); loopback by
+    # default. Others need an admin's token (mercato.platform.metrics_access).
+    metrics_allow: Annotated[tuple[str, ...], NoDecode] = ("127.0.0.0/8", "::1/128")
+
+    @field_validator("trusted_proxies", "cors_origins", "metrics_allow", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         return value.split(",") if isinstance(value, str) else value
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "metrics_allow")
     @classmethod
     def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         from mercato.platform.net import parse_networks
