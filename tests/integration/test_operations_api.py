@@ -18,7 +18,8 @@ def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     }
 
 
-def _value(text: str, name: str, **labels: str) -> float | None:
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The sample `name{labels}` of a Prometheus exposition, or None."""
     return _samples(text).get((name, frozenset(labels.items())))
 
 
@@ -114,11 +115,11 @@ async def test_timeline_event_log_and_metrics(backend: Settings) -> None:
         scraped = await s.client.get("/metrics")
         assert scraped.status_code == 200
         text = scraped.text
-        published = _value(
+        published = metric_value(
             text, "mercato_events_published_total", service="orders", type="order.placed"
         )
         assert published is not None and published >= 2
-        applied = _value(
+        applied = metric_value(
             text,
             "mercato_events_handled_total",
             consumer="wallet",
@@ -126,14 +127,15 @@ async def test_timeline_event_log_and_metrics(backend: Settings) -> None:
             outcome="applied",
         )
         assert applied is not None and applied >= 2
-        assert _value(text, "mercato_outbox_backlog", service="orders") is not None
-        assert _value(text, "mercato_outbox_oldest_age_seconds", service="catalog") is not None
-        assert _value(text, "mercato_dead_letters", service="wallet") == 0
-        completed = _value(text, "mercato_orders_total", status="completed")
+        assert metric_value(text, "mercato_outbox_backlog", service="orders") is not None
+        oldest = metric_value(text, "mercato_outbox_oldest_age_seconds", service="catalog")
+        assert oldest is not None
+        assert metric_value(text, "mercato_dead_letters", service="wallet") == 0
+        completed = metric_value(text, "mercato_orders_total", status="completed")
         assert completed is not None and completed >= 1
-        lag = _value(text, "mercato_event_lag_seconds_count", consumer="orders")
+        lag = metric_value(text, "mercato_event_lag_seconds_count", consumer="orders")
         assert lag is not None and lag >= 1
-        saga = _value(text, "mercato_saga_duration_seconds_count")
+        saga = metric_value(text, "mercato_saga_duration_seconds_count")
         assert saga is not None and saga >= 2
 
         # From elsewhere: a token is needed, and an admin's.

@@ -10,6 +10,7 @@ so services never touch prometheus-client themselves.
 from __future__ import annotations
 
 import enum
+import weakref
 from collections import Counter as Tally
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -120,9 +121,17 @@ def budget_remaining(upstream: str, remaining: int) -> None:
     BUDGET_REMAINING.labels(upstream).set(remaining)
 
 
-def circuit_state(upstream: str, state: str) -> None:
-    """An upstream's circuit moved to `state` (`closed`, `half-open` or `open`)."""
-    CIRCUIT_STATE.labels(upstream).set(CIRCUIT_VALUES.get(state, 0))
+def watch_circuit(upstream: str, breaker: object) -> None:
+    """Report `breaker.state` as `upstream`'s circuit at each scrape (an open breaker turns
+    half-open by the clock alone, with no call to say so). Held weakly: a breaker thrown away
+    reads as closed."""
+    ref = weakref.ref(breaker)
+
+    def value() -> float:
+        held = ref()
+        return float(CIRCUIT_VALUES.get(str(getattr(held, "state", "closed")), 0))
+
+    CIRCUIT_STATE.labels(upstream).set_function(value)
 
 
 def event_gauges(

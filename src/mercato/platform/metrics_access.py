@@ -9,7 +9,7 @@ settled on (`mercato.platform.net`), so a client cannot claim an allowed address
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 import structlog
 from starlette.requests import Request
@@ -53,11 +53,19 @@ def _allowed(address: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6
     return any(ip in network for network in networks)
 
 
-def event_gauges_refresher(databases: Mapping[str, Database]) -> Callable[[], Awaitable[None]]:
+def scrape_refresher(
+    databases: Mapping[str, Database], hooks: Sequence[Callable[[], Awaitable[None]]] = ()
+) -> Callable[[], Awaitable[None]]:
     """Sets every service's outbox backlog, oldest age and dead letters (a few cheap counts per
-    database, once per scrape rather than once per event)."""
+    database, once per scrape rather than once per event), then runs the services' own
+    scrape hooks (`ServiceModule.on_scrape`)."""
 
     async def refresh() -> None:
+        for hook in hooks:
+            try:
+                await hook()
+            except Exception as exc:  # a gauge left stale beats a scrape that fails
+                log.warning("metrics: scrape hook failed", error=repr(exc))
         for service, database in databases.items():
             try:
                 stats = await event_stats(database)

@@ -29,7 +29,7 @@ from mercato.platform.events.envelope import Envelope
 from mercato.platform.events.inprocess import InProcessQueue, InProcessTransport, ParkedQueue
 from mercato.platform.events.relay import OutboxRelay
 from mercato.platform.events.transport import Subscription, Transport
-from mercato.platform.metrics_access import event_gauges_refresher, metrics_guard
+from mercato.platform.metrics_access import metrics_guard, scrape_refresher
 from mercato.platform.migrations import upgrade
 from mercato.platform.secrets import SecretsKeyError, missing_key_message, secret_box
 from mercato.platform.service import BackgroundTask, ServiceContext, ServiceModule, SharedState
@@ -286,7 +286,14 @@ class Platform:
             trusted_proxies=self.settings.trusted_proxies,
             cors_origins=self.settings.cors_origins,
             metrics_guard=metrics_guard(self.settings.metrics_allow, self.auth.optional),
-            metrics_refresh=event_gauges_refresher(self.databases),
+            metrics_refresh=scrape_refresher(
+                self.databases,
+                [
+                    partial(module.on_scrape, self.contexts[module.name])
+                    for module in self.modules
+                    if module.on_scrape is not None
+                ],
+            ),
             readiness=checks,
             ready_services=self._readiness_by_service([name for name, _ in checks]),
             lifespan=lifespan,
