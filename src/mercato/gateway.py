@@ -42,6 +42,8 @@ ROUTES: Mapping[str, tuple[str, ...]] = {
 # The companion's name in upstreams (`mercato serve gateway`), and the exact paths it answers.
 GATEWAY = "gateway"
 GATEWAY_PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/ready")
+# And the prefixes it answers: the docs pages' assets (served from an installed package).
+GATEWAY_PREFIXES = ("/docs/assets/",)
 # The environment variable naming the companion's upstreams: JSON {"service": ["host:port"]}.
 UPSTREAMS_ENV = "MERCATO_GATEWAY_UPSTREAMS"
 
@@ -101,6 +103,10 @@ def render_nginx(
         f"        location = {path} {{\n{_PROXY.format(upstream=GATEWAY)}\n        }}"
         for path in GATEWAY_PATHS
     ]
+    for prefix in GATEWAY_PREFIXES:
+        locations.append(
+            f"        location {prefix} {{\n{_PROXY.format(upstream=GATEWAY)}\n        }}"
+        )
     for service, prefixes in ROUTES.items():
         for prefix in prefixes:
             locations.append(
@@ -170,7 +176,7 @@ http {{
 def owner_of(path: str) -> str | None:
     """The service the gateway sends `path` to (`GATEWAY` for its exact paths, else the longest
     matching prefix), if any."""
-    if path in GATEWAY_PATHS:
+    if path in GATEWAY_PATHS or path.startswith(GATEWAY_PREFIXES):
         return GATEWAY
     best: tuple[int, str] | None = None
     for service, prefixes in ROUTES.items():

@@ -14,6 +14,7 @@ from mercato.platform.auth import Principal
 from mercato.platform.errors import Forbidden
 from mercato.platform.idempotency import IdempotencyKeyDep
 from mercato.platform.money import Money
+from mercato.platform.openapi import json_examples
 from mercato.platform.pagination import Page, PageDep
 from mercato.platform.service import ServiceContext
 
@@ -131,7 +132,18 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     Admin = Annotated[Principal, Depends(ctx.auth.require_admin)]
     Caller = Annotated[Principal, Depends(ctx.auth.require_user)]
 
-    @router.post("/api/v1/orders", status_code=status.HTTP_202_ACCEPTED)
+    @router.post(
+        "/api/v1/orders",
+        status_code=status.HTTP_202_ACCEPTED,
+        openapi_extra=json_examples(
+            two_lines={
+                "items": [
+                    {"product_id": "0193a0a0-0000-7000-8000-00000000000a", "quantity": 1},
+                    {"product_id": "0193a0a0-0000-7000-8000-00000000000b", "quantity": 2},
+                ]
+            }
+        ),
+    )
     async def place(caller: Person, body: OrderIn, key: IdempotencyKeyDep) -> OrderOut:
         """Place an order: 202 while wallet and catalog answer; poll it until it is final."""
         order = await service.place_order(
