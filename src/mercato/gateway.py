@@ -41,7 +41,14 @@ ROUTES: Mapping[str, tuple[str, ...]] = {
 
 # The companion's name in upstreams (`mercato serve gateway`), and the exact paths it answers.
 GATEWAY = "gateway"
-GATEWAY_PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/ready")
+GATEWAY_PATHS = (
+    "/openapi.json",
+    "/asyncapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/ready",
+)
 # And the prefixes it answers: the docs pages' assets (served from an installed package).
 GATEWAY_PREFIXES = ("/docs/assets/",)
 # The environment variable naming the companion's upstreams: JSON {"service": ["host:port"]}.

@@ -14,6 +14,7 @@ import structlog
 from fastapi import FastAPI
 
 from mercato.platform.aio import wait_any
+from mercato.platform.asyncapi import add_asyncapi, consumed_types
 from mercato.platform.auth import (
     Authenticator,
     MemoryRevocationStore,
@@ -302,6 +303,7 @@ class Platform:
             if module.router is not None:
                 app.include_router(module.router(self.contexts[module.name]))
         app.include_router(events_router(self.databases, self.redeliver, self.auth.require_admin))
+        add_asyncapi(app, lambda: consumed_types(self.topology), self.settings)
         app.state.platform = self
         return app
 
