@@ -16,6 +16,7 @@ from rich.table import Table
 from typer.exceptions import TyperException
 
 from mercato import __version__
+from mercato.backup import register as register_backup
 from mercato.identity.cli import identity_app
 from mercato.identity.settings import IdentitySettings
 from mercato.integration.cli import register as register_integration
@@ -35,6 +36,7 @@ app.add_typer(events_app, name="events")
 app.add_typer(identity_app, name="identity")
 app.add_typer(secrets_app, name="secrets")
 register_integration(app)  # `mercato partner`, `mercato integration ...`, `mercato jobs ...`
+register_backup(app)  # `mercato backup DEST`, `mercato restore SRC`
 # soft_wrap: URLs stay whole when the output is a pipe or a log file, not an 80-column wrap.
 console = Console(soft_wrap=True)
 
