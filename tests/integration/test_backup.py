@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,10 +16,21 @@ import pytest
 from sqlalchemy import func, select
 
 from mercato.backup import MANIFEST, backup, restore
+from mercato.platform.settings import Settings
 from mercato.platform.snapshot import SnapshotError
 from mercato.wallet.store import ledger, wallets
+from tests import services
 from tests.commerce import create_product, place, top_up
-from tests.harness import Stack, admin, embedded_settings, eventually, register_user, stack
+from tests.harness import (
+    Stack,
+    admin,
+    delete_broker_topology,
+    distributed_settings,
+    embedded_settings,
+    eventually,
+    register_user,
+    stack,
+)
 
 
 async def _balances_match_ledgers(s: Stack) -> None:
@@ -36,9 +48,11 @@ async def _balances_match_ledgers(s: Stack) -> None:
         assert Decimal(sums.get(user_id) or 0) == balance, user_id
 
 
-async def test_a_backup_under_load_restores_into_a_working_platform(tmp_path: Path) -> None:
-    source = embedded_settings(tmp_path / "data")
-    snapshot = tmp_path / "snapshot"
+async def _backup_under_load_then_restore(
+    source: Settings, target: Settings, snapshot: Path
+) -> None:
+    """Place orders from three buyers while a backup runs, restore it into `target`, and check
+    the restored platform."""
     acknowledged: list[tuple[str, float]] = []
     async with stack(source) as s:
         boss = await admin(s)
@@ -73,7 +87,6 @@ async def test_a_backup_under_load_restores_into_a_working_platform(tmp_path: Pa
     manifest = json.loads((snapshot / MANIFEST).read_text())
     assert manifest["services"]["orders"]["heads"]["alembic_version_orders"] == ["orders_0002"]
 
-    target = embedded_settings(tmp_path / "restored")
     await asyncio.to_thread(restore, target, snapshot)
     async with stack(target) as r:
         boss = await admin(r)
@@ -103,6 +116,30 @@ async def test_a_backup_under_load_restores_into_a_working_platform(tmp_path: Pa
             "/api/v1/admin/orders", params={"status": "completed"}, headers=boss.headers
         )
         assert completed.json()["total"] >= len(before)
+
+
+async def test_a_backup_under_load_restores_into_a_working_platform(tmp_path: Path) -> None:
+    await _backup_under_load_then_restore(
+        embedded_settings(tmp_path / "data"),
+        embedded_settings(tmp_path / "restored"),
+        tmp_path / "snapshot",
+    )
+
+
+async def test_the_same_on_postgresql_and_rabbitmq(
+    tmp_path: Path, pg_database_url: str, rabbitmq_url: str, redis_url: str
+) -> None:
+    name = f"mercato_t_{services.RUN_ID}_restored_{uuid.uuid4().hex[:6]}"
+    restored_url = await asyncio.to_thread(services.create_pg_database, name)
+    source = distributed_settings(tmp_path / "data", pg_database_url, rabbitmq_url, redis_url)
+    target = distributed_settings(tmp_path / "restored", restored_url, rabbitmq_url, redis_url)
+    try:
+        await _backup_under_load_then_restore(source, target, tmp_path / "snapshot")
+        assert (tmp_path / "snapshot" / "postgresql-0.dump").is_file()
+    finally:
+        for settings in (source, target):
+            await delete_broker_topology(settings)
+        await asyncio.to_thread(services.drop_pg_database, name)
 
 
 def test_partial_mismatched_and_non_empty_restores_are_refused(tmp_path: Path) -> None:
