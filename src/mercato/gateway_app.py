@@ -31,7 +31,7 @@ from mercato import __version__
 from mercato.gateway import ROUTES
 from mercato.platform.asyncapi import add_asyncapi, consumed_types
 from mercato.platform.browser import add_docs, protect
-from mercato.platform.errors import install_error_handlers
+from mercato.platform.http_errors import install_error_handlers
 from mercato.platform.net import trust_forwarded_headers
 from mercato.platform.settings import Settings, get_settings
 

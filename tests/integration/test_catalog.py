@@ -134,6 +134,8 @@ async def test_export_streams_every_product_as_ndjson_in_creation_order(backend:
             answer = await s.client.get("/api/v1/products/export", headers=headers)
             assert answer.status_code == 200
             assert answer.headers["content-type"].startswith("application/x-ndjson")
+            # The count comes first, so a reader such as the export job can show progress.
+            assert answer.headers["x-total-count"] == "520"
             rows = [json.loads(line) for line in answer.text.splitlines()]
             assert [r["name"] for r in rows] == [f"P{i:03d}" for i in range(520)]
             assert rows[7]["active"] is False and rows[7]["status"] == "unavailable"

@@ -187,6 +187,19 @@ async def test_export_writes_every_product_as_seed_000_says(
     assert [p.name for p in runtime.export_dir.iterdir()] == [run.output]  # no temp left
 
 
+async def test_the_progress_knows_the_total_from_the_catalogs_count(
+    build: Build, platform: tuple[str, Contract]
+) -> None:
+    base, _ = platform
+    runtime = await build(base)
+    seen: list[tuple[int, int | None]] = []
+    run = await runtime.scheduler.run_now(EXPORT, progress=lambda d, t: seen.append((d, t)))
+    assert run.status == "succeeded", run.error
+    # The catalog's X-Total-Count, from the first report on: the bar has an end.
+    assert seen[0] == (0, 25) and seen[-1] == (25, 25)
+    assert {total for _, total in seen} == {25}
+
+
 async def test_header_switch_and_credentials_kept_across_restarts(
     build: Build, platform: tuple[str, Contract]
 ) -> None:

@@ -11,7 +11,6 @@ import pytest
 from fastapi import Depends, FastAPI
 
 from mercato.platform.auth import (
-    Authenticator,
     MemoryRevocationStore,
     Principal,
     StaticKeySource,
@@ -20,7 +19,8 @@ from mercato.platform.auth import (
     issue_access_token,
     jwks,
 )
-from mercato.platform.errors import install_error_handlers
+from mercato.platform.auth.deps import Authenticator
+from mercato.platform.http_errors import install_error_handlers
 
 ISSUER = "https://id.mercato.test"
 AUDIENCE = "mercato"

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from mercato.identity.domain import (
     Credential,
-    RuleBroken,
     ThrottlePolicy,
     after_failure,
     check_client_id,
@@ -27,6 +26,7 @@ from mercato.identity.domain import (
     tombstone,
     wait_left,
 )
+from mercato.platform.errors import RuleBroken
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -275,6 +275,38 @@ async def test_401_twice_is_returned_after_a_single_retry() -> None:
     assert len(partner.issued) == 2
 
 
+async def test_a_stream_follows_the_same_401_rule() -> None:
+    clock = SimClock()
+    partner = FakePartner(clock)
+    tm = manager(partner, MemoryTokenStore())
+    await tm.get_token()
+    partner.revoke_all()
+    via = ResilientClient("partner", client=partner.client())
+    async with tm.stream("GET", "/api/orders", via=via) as response:
+        assert response.status_code == 200
+        assert (await response.aread()).startswith(b"{")
+    assert partner.api_401 == 1 and len(partner.issued) == 2
+    partner.api_refuses_all = True
+    async with tm.stream("GET", "/api/orders", via=via) as response:
+        assert response.status_code == 401  # retried once, then the answer is the caller's
+    assert partner.api_calls == 4 and len(partner.issued) == 3
+
+
+async def test_any_async_client_may_authenticate_with_the_manager() -> None:
+    clock = SimClock()
+    partner = FakePartner(clock)
+    tm = manager(partner, MemoryTokenStore())
+    async with partner.client() as plain:
+        assert (await plain.get("/api/orders", auth=tm)).status_code == 200
+        partner.revoke_all()
+        assert (await plain.get("/api/orders", auth=tm)).status_code == 200
+    assert len(partner.issued) == 2
+    with pytest.raises(RuntimeError, match="asynchronous"):
+        httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(200))).get(
+            "https://partner.test/api/orders", auth=tm
+        )
+
+
 async def test_no_budget_and_no_token_raises_with_retry_after() -> None:
     clock = SimClock()
     partner = FakePartner(clock, budget=100)

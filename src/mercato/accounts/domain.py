@@ -16,6 +16,7 @@ from email_validator import EmailNotValidError, validate_email
 from mercato.accounts.contracts import ROLES, Role, UserStatus
 
 # The throttle model is the platform's, named here as part of this service's rules.
+from mercato.platform.errors import RuleBroken
 from mercato.platform.throttle import ThrottlePolicy as ThrottlePolicy
 from mercato.platform.throttle import ThrottleState as ThrottleState
 from mercato.platform.throttle import after_failure as after_failure
@@ -41,15 +42,6 @@ def _spoof_checker() -> icu.SpoofChecker:
 
 # Configured once and only read afterwards, which ICU allows from any thread.
 _SPOOF = _spoof_checker()
-
-
-class RuleBroken(ValueError):
-    """An input breaks an accounts rule; `field` names the offending field."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field_name
-        self.message = message
 
 
 def normalize_username(raw: str) -> tuple[str, str]:

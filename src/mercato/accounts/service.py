@@ -15,7 +15,6 @@ from mercato.accounts.contracts import UserCreated, UserDeleted, UserUpdated
 from mercato.accounts.domain import (
     DEFAULT_THROTTLE,
     ProfileChange,
-    RuleBroken,
     ThrottlePolicy,
     User,
     apply_change,
@@ -28,7 +27,14 @@ from mercato.accounts.domain import (
 )
 from mercato.accounts.store import PasswordThrottle, Taken, UserRepository
 from mercato.platform.clock import utcnow
-from mercato.platform.errors import Conflict, Invalid, NotFound, TooManyRequests, Unauthorized
+from mercato.platform.errors import (
+    Conflict,
+    Invalid,
+    NotFound,
+    RuleBroken,
+    TooManyRequests,
+    Unauthorized,
+)
 from mercato.platform.ids import new_id_str
 from mercato.platform.uow import UnitOfWork, UnitOfWorkFactory
 
@@ -66,13 +72,6 @@ class ProfileUpdate:
     current_password: str | None = None
 
 
-def _invalid(exc: RuleBroken) -> Invalid:
-    return Invalid(
-        f"{exc.field}: {exc.message}",
-        errors=[{"loc": ["body", exc.field], "msg": exc.message, "type": "value_error"}],
-    )
-
-
 def _conflict(exc: Taken) -> Conflict:
     return Conflict(
         f"{exc.field} {exc.reason}",
@@ -102,7 +101,7 @@ async def _new_user(hash_password: PasswordHasher, form: Registration, roles: li
         check_password(form.password, username=username)
         chosen_roles = check_roles(roles)
     except RuleBroken as exc:
-        raise _invalid(exc) from None
+        raise Invalid.of(exc) from None
     now = utcnow()
     return User(
         id=new_id_str(),
@@ -173,7 +172,7 @@ async def update_profile(
             email=normalize_email(update.email)[0] if update.email else None,
         )
     except RuleBroken as exc:
-        raise _invalid(exc) from None
+        raise Invalid.of(exc) from None
     current = await get_user(uow_factory, user_id)
     if not needs_current_password(current, change, new_password=update.password is not None):
         return await _change(uow_factory, user_id, change, cut_off)
@@ -185,7 +184,7 @@ async def update_profile(
                 "current_password", "is required to change the e-mail, username or password"
             )
     except RuleBroken as exc:
-        raise _invalid(exc) from None
+        raise Invalid.of(exc) from None
     await _prove_current_password(
         uow_factory, check, current, update.current_password, throttle or DEFAULT_THROTTLE
     )
@@ -234,7 +233,7 @@ async def set_roles(
     try:
         chosen = check_roles(roles)
     except RuleBroken as exc:
-        raise _invalid(exc) from None
+        raise Invalid.of(exc) from None
     return await _change(uow_factory, user_id, ProfileChange(roles=chosen), cut_off)
 
 

@@ -16,7 +16,8 @@ from mercato.catalog.domain import Product
 from mercato.catalog.store import ProductFilter
 from mercato.platform.auth import Principal
 from mercato.platform.errors import Forbidden, Invalid, Unauthorized
-from mercato.platform.money import ExactJsonRoute, Money
+from mercato.platform.http_inputs import ExactJsonRoute
+from mercato.platform.money import Money
 from mercato.platform.openapi import json_examples
 from mercato.platform.pagination import Page, PageDep
 from mercato.platform.service import ServiceContext
@@ -197,17 +198,34 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     @router.get(
         "/api/v1/products/export",
         response_class=StreamingResponse,
-        responses={200: {"content": {NDJSON: {}}, "description": "one product per line"}},
+        responses={
+            200: {
+                "content": {NDJSON: {}},
+                "description": "one product per line",
+                "headers": {
+                    "X-Total-Count": {
+                        "description": "how many products there were as the export began",
+                        "schema": {"type": "integer"},
+                    }
+                },
+            }
+        },
     )
     async def export(_: Reader) -> StreamingResponse:
-        """Every product, withdrawn ones too, as NDJSON in `created_at, id` order."""
+        """Every product, withdrawn ones too, as NDJSON in `created_at, id` order.
+
+        `X-Total-Count` says how many products there were when the export began (so a reader
+        can show its progress); products created or deleted meanwhile may make the stream
+        a little longer or shorter.
+        """
+        total = await service.count_products(ctx.database)
 
         async def lines() -> AsyncIterator[bytes]:
             # One chunk per page: a send per product would cost more than the product.
             async for page in service.export_pages(ctx.database):
                 yield b"".join(export_line(p) for p in page)
 
-        return StreamingResponse(lines(), media_type=NDJSON)
+        return StreamingResponse(lines(), media_type=NDJSON, headers={"X-Total-Count": str(total)})
 
     @router.get("/api/v1/products/{product_id}")
     async def get_product(product_id: UUID) -> ProductOut:

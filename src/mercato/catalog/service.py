@@ -133,6 +133,12 @@ async def list_products(
         return await ProductRepository(conn).page(flt, skip, limit)
 
 
+async def count_products(database: Database) -> int:
+    """How many products an export would stream now (one count, before the stream starts)."""
+    async with database.read() as conn:
+        return await ProductRepository(conn).count()
+
+
 async def export_pages(database: Database) -> AsyncIterator[list[Product]]:
     """Every product in `created_at, id` order, in keyset pages of `EXPORT_BATCH`.
 

@@ -42,21 +42,23 @@ def _lines(items: dict[str, int]) -> list[StockLine]:
 async def reserve(uow: UnitOfWork, placed: OrderPlaced) -> None:
     """Take the stock of every line of a placed order, or none of it, and answer."""
     now = utcnow()
-    books = ReservationRepository(uow.connection)
-    if not await books.claim(placed.order_id, ReservationState.RESERVED, now):
+    reservations = ReservationRepository(uow.connection)
+    if not await reservations.claim(placed.order_id, ReservationState.RESERVED, now):
         return  # already reserved, rejected, released or cancelled: nothing more to do
     wanted = quantities_by_product((line.product_id, line.quantity) for line in placed.items)
-    stock = ProductRepository(uow.connection)
+    products = ProductRepository(uow.connection)
     try:
         async with uow.connection.begin_nested():
             for product_id, quantity in wanted.items():
-                if not await stock.take_stock(product_id, quantity):
-                    exists = await stock.existing_ids([product_id])
+                if not await products.take_stock(product_id, quantity):
+                    exists = await products.existing_ids([product_id])
                     # A withdrawn product is unavailable like one sold out (DESIGN has no
                     # third reason; `product_id` says which line failed).
                     raise _Rejected("out_of_stock" if exists else "unknown_product", product_id)
     except _Rejected as rejected:
-        await books.set(placed.order_id, ReservationState.REJECTED, now, reason=rejected.reason)
+        await reservations.set(
+            placed.order_id, ReservationState.REJECTED, now, reason=rejected.reason
+        )
         await uow.emit(
             StockRejected(
                 order_id=placed.order_id,
@@ -68,7 +70,7 @@ async def reserve(uow: UnitOfWork, placed: OrderPlaced) -> None:
         )
         log.info("rejecting stock", order_id=placed.order_id, reason=rejected.reason)
         return
-    await books.set(placed.order_id, ReservationState.RESERVED, now, items=wanted)
+    await reservations.set(placed.order_id, ReservationState.RESERVED, now, items=wanted)
     log.info("reserving stock", order_id=placed.order_id, lines=len(wanted))
     await uow.emit(
         StockReserved(order_id=placed.order_id, items=_lines(wanted), occurred_at=now),
@@ -79,18 +81,18 @@ async def reserve(uow: UnitOfWork, placed: OrderPlaced) -> None:
 async def release(uow: UnitOfWork, failed: OrderFailed) -> None:
     """Give back what catalog reserved for a failed order (once), or tombstone the order."""
     now = utcnow()
-    books = ReservationRepository(uow.connection)
-    if await books.claim(failed.order_id, ReservationState.CANCELLED, now):
+    reservations = ReservationRepository(uow.connection)
+    if await reservations.claim(failed.order_id, ReservationState.CANCELLED, now):
         return  # never reserved; the tombstone stops a late `order.placed`
-    reservation = await books.get(failed.order_id, for_update=True)
+    reservation = await reservations.get(failed.order_id, for_update=True)
     assert reservation is not None  # claimed by someone else, committed before we read it
     give_back, state = release_on_failure(reservation.state)
     if not give_back:
         return
-    stock = ProductRepository(uow.connection)
+    products = ProductRepository(uow.connection)
     for product_id, quantity in sorted(reservation.items.items()):
-        await stock.give_back(product_id, quantity)
-    await books.set(failed.order_id, state, now)
+        await products.give_back(product_id, quantity)
+    await reservations.set(failed.order_id, state, now)
     await uow.emit(
         StockReleased(order_id=failed.order_id, items=_lines(reservation.items), occurred_at=now),
         subject=failed.order_id,

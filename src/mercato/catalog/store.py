@@ -218,6 +218,12 @@ class ProductRepository:
         )
         return [_product(r) for r in rows.mappings()], total
 
+    async def count(self) -> int:
+        """How many products there are, withdrawn ones too."""
+        return int(
+            (await self.conn.execute(select(func.count()).select_from(products))).scalar_one()
+        )
+
     async def after(self, cursor: tuple[datetime, str] | None, limit: int) -> list[Product]:
         """Every product (inactive too) after `cursor` in `created_at, id` order: keyset pages
         that cost the same wherever they start, for the bulk export."""

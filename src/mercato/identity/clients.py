@@ -13,7 +13,6 @@ from mercato.identity.domain import (
     GRANT_CLIENT_CREDENTIALS,
     WEB_CLIENT_ID,
     Client,
-    RuleBroken,
     check_client_id,
     check_grant_types,
     check_scopes,
@@ -25,7 +24,7 @@ from mercato.identity.sessions_store import SessionRepository
 from mercato.identity.store import BootstrapRepository, ClientRepository, ClientTaken
 from mercato.identity.tokens import IdentityDeps, end_families, revoke_client_tokens
 from mercato.platform.clock import utcnow
-from mercato.platform.errors import Conflict, Invalid, NotFound
+from mercato.platform.errors import Conflict, Invalid, NotFound, RuleBroken
 
 log = structlog.get_logger("mercato.identity")
 
@@ -119,13 +118,6 @@ class ClientForm:
     grant_types: Sequence[str] = (GRANT_CLIENT_CREDENTIALS,)
 
 
-def _invalid(exc: RuleBroken) -> Invalid:
-    return Invalid(
-        f"{exc.field}: {exc.message}",
-        errors=[{"loc": ["body", exc.field], "msg": exc.message, "type": "value_error"}],
-    )
-
-
 async def register_client(deps: IdentityDeps, form: ClientForm) -> tuple[Client, str]:
     """Register a client; answers it and its secret, which is shown this once and not stored."""
     try:
@@ -136,7 +128,7 @@ async def register_client(deps: IdentityDeps, form: ClientForm) -> tuple[Client,
         if not name:
             raise RuleBroken("name", "must not be blank")
     except RuleBroken as exc:
-        raise _invalid(exc) from None
+        raise Invalid.of(exc) from None
     secret = new_secret()
     client = Client(
         client_id=client_id,

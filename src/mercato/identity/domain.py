@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 # The throttle model is the platform's, named here as part of this service's rules.
+from mercato.platform.errors import RuleBroken
 from mercato.platform.throttle import ThrottlePolicy as ThrottlePolicy
 from mercato.platform.throttle import ThrottleState as ThrottleState
 from mercato.platform.throttle import after_failure as after_failure
@@ -38,15 +39,6 @@ _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,100}$")
 # Unreserved URL characters only: no ":" (HTTP Basic splits on it), nothing to percent-encode.
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{2,63}$")
 MAX_SCOPES = 50
-
-
-class RuleBroken(ValueError):
-    """An input breaks an identity rule; `field` names the offending field."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field_name
-        self.message = message
 
 
 # --- the credential replica ------------------------------------------------------------------

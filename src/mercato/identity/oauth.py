@@ -21,7 +21,6 @@ from mercato.identity.domain import (
     GRANT_PASSWORD,
     GRANT_REFRESH_TOKEN,
     INTROSPECT_SCOPE,
-    RuleBroken,
     digest,
     grant_scopes,
     parse_scope,
@@ -33,7 +32,7 @@ from mercato.identity.tokens import IdentityDeps, IssuedTokens, end_families, mi
 from mercato.identity.tokens import revoke_access as revoke_access_tokens
 from mercato.platform.auth import Principal
 from mercato.platform.clock import utcnow
-from mercato.platform.errors import TooManyRequests, Unauthorized
+from mercato.platform.errors import RuleBroken, TooManyRequests, Unauthorized
 
 log = structlog.get_logger("mercato.identity")
 

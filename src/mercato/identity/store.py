@@ -143,12 +143,6 @@ class ClientRepository:
         await self.conn.execute(delete(client_grants).where(client_grants.c.client_id == client_id))
         return result.rowcount > 0
 
-    async def set_secret(self, client_id: str, secret_hash: str) -> None:
-        """Replace a client's secret digest."""
-        await self.conn.execute(
-            update(clients).where(clients.c.client_id == client_id).values(secret_hash=secret_hash)
-        )
-
 
 def _client(row: RowMapping) -> Client:
     return Client(

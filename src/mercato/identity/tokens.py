@@ -37,7 +37,7 @@ class NotYetApplied(DomainError):
     type_slug = "service-unavailable"
 
     def __init__(self, detail: str) -> None:
-        super().__init__(detail, headers={"Retry-After": "1"})
+        super().__init__(detail, retry_after=1)
 
 
 @dataclass

@@ -9,19 +9,26 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import FileResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from mercato.integration.domain import SYNC_EXTERNAL_PRODUCTS
-from mercato.integration.service import IntegrationService, JobView
-from mercato.integration.store import ExportFile, RunRecord
-from mercato.platform.auth import Authenticator
+from mercato.integration.service import IntegrationService
+from mercato.integration.store import ExportFile
+from mercato.platform.auth.deps import Authenticator
 from mercato.platform.money import Money
 from mercato.platform.pagination import Page, PageDep
 
 JobName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")]
 
 
-class TokenStatusOut(BaseModel):
+class _ViewOut(BaseModel):
+    """An answer read from a domain view's attributes: the model says what is shown (and the
+    OpenAPI document), the view is never copied field by field."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class TokenStatusOut(_ViewOut):
     """One upstream's token state (never the token)."""
 
     has_token: bool
@@ -32,7 +39,7 @@ class TokenStatusOut(BaseModel):
     last_error: str | None = None
 
 
-class RunOut(BaseModel):
+class RunOut(_ViewOut):
     """One recorded run."""
 
     id: str
@@ -47,13 +54,8 @@ class RunOut(BaseModel):
     output: str | None
     error: str | None
 
-    @classmethod
-    def of(cls, run: RunRecord) -> "RunOut":
-        """From a record."""
-        return cls(**run.__dict__)
 
-
-class JobOut(BaseModel):
+class JobOut(_ViewOut):
     """A job: schedule, whether it can run, last and next run."""
 
     name: str
@@ -64,13 +66,6 @@ class JobOut(BaseModel):
     disabled_reason: str | None
     next_run_at: datetime | None
     last_run: RunOut | None
-
-    @classmethod
-    def of(cls, view: JobView) -> "JobOut":
-        """From a view."""
-        values = dict(view.__dict__)
-        values["last_run"] = RunOut.of(view.last_run) if view.last_run else None
-        return cls(**values)
 
 
 class RunAccepted(BaseModel):
@@ -145,9 +140,7 @@ def integration_router(service: Callable[[], IntegrationService], auth: Authenti
     async def token_status(s: Svc) -> dict[str, TokenStatusOut]:
         """Per upstream: whether a token is cached, when it expires and renews, the budget."""
         statuses = await s.token_status()
-        return {
-            name: TokenStatusOut(**st.model_dump(exclude={"name"})) for name, st in statuses.items()
-        }
+        return {name: TokenStatusOut.model_validate(st) for name, st in statuses.items()}
 
     @router.delete("/api/v1/integration/token", status_code=204, tags=["integration"])
     async def forget_tokens(
@@ -161,7 +154,7 @@ def integration_router(service: Callable[[], IntegrationService], auth: Authenti
     @router.get("/api/v1/jobs", tags=["jobs"])
     async def list_jobs(s: Svc, page: PageDep) -> Page[JobOut]:
         """Each job: schedule, enabled or why not, last run, next run."""
-        jobs = [JobOut.of(v) for v in await s.list_jobs()]
+        jobs = [JobOut.model_validate(v) for v in await s.list_jobs()]
         items = jobs[page.skip : page.skip + page.limit]
         return Page(items=items, total=len(jobs), skip=page.skip, limit=page.limit)
 
@@ -174,7 +167,9 @@ def integration_router(service: Callable[[], IntegrationService], auth: Authenti
     async def job_runs(s: Svc, name: JobName, page: PageDep) -> Page[RunOut]:
         """The job's runs, newest first."""
         runs, total = await s.runs(name, page.skip, page.limit)
-        return Page(items=[RunOut.of(r) for r in runs], total=total, **page.model_dump())
+        return Page(
+            items=[RunOut.model_validate(r) for r in runs], total=total, **page.model_dump()
+        )
 
     @router.get("/api/v1/exports", tags=["exports"])
     async def exports(s: Svc, page: PageDep) -> Page[ExportOut]:

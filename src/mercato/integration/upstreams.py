@@ -17,7 +17,7 @@ from mercato.integration.domain import ExternalProduct, dummyjson_product
 from mercato.integration.settings import IntegrationSettings
 from mercato.platform.http import CircuitBreaker, ResilientClient, RetryPolicy
 from mercato.platform.settings import Settings
-from mercato.platform.token_manager import TokenManager, TokenStatus
+from mercato.platform.token_manager import TokenManager
 from mercato.platform.token_stores import TokenStore
 
 IDENTITY = "identity"
@@ -122,11 +122,6 @@ def identity_tokens(
         budget_per_hour=integ.exporter_token_budget_per_hour,
         store=store,
     )
-
-
-async def token_statuses(managers: list[TokenManager]) -> dict[str, TokenStatus]:
-    """The status of each token manager, by upstream name."""
-    return {m.name: await m.status() for m in managers}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from mercato.orders.domain import MAX_LINES, MAX_QUANTITY, Order, OrderStatus, T
 from mercato.orders.store import OrderFilter
 from mercato.platform.auth import Principal
 from mercato.platform.errors import Forbidden
-from mercato.platform.idempotency import IdempotencyKeyDep
+from mercato.platform.http_inputs import IdempotencyKeyDep
 from mercato.platform.money import Money
 from mercato.platform.openapi import json_examples
 from mercato.platform.pagination import Page, PageDep

@@ -19,6 +19,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
+from mercato.platform.errors import RuleBroken
 from mercato.platform.money import MAX_AMOUNT
 
 MAX_LINES = 1000
@@ -206,6 +207,17 @@ class PlacementRefused(ValueError):
     def __init__(self, problems: Sequence[LineProblem]) -> None:
         super().__init__("; ".join(f"items[{p.index}]: {p.message}" for p in problems))
         self.problems = list(problems)
+
+    def rules(self) -> list[RuleBroken]:
+        """Each problem as the rule it breaks, located in the request body."""
+        return [
+            RuleBroken(
+                p.field,
+                p.message,
+                loc=("items",) if p.field == "items" else ("items", p.index, p.field),
+            )
+            for p in self.problems
+        ]
 
 
 def price_lines(

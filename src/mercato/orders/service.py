@@ -46,22 +46,6 @@ class Placement:
     idempotency_key: str | None = None
 
 
-def _invalid(refused: PlacementRefused) -> Invalid:
-    return Invalid(
-        str(refused),
-        errors=[
-            {
-                "loc": ["body", "items", p.index, p.field]
-                if p.field != "items"
-                else ["body", "items"],
-                "msg": p.message,
-                "type": "value_error",
-            }
-            for p in refused.problems
-        ],
-    )
-
-
 async def place_order(uow_factory: UnitOfWorkFactory, placement: Placement) -> Order:
     """Price the lines from the replica, store the order `pending`, emit `order.placed`.
 
@@ -83,7 +67,7 @@ async def place_order(uow_factory: UnitOfWorkFactory, placement: Placement) -> O
         try:
             lines, total = price_lines(placement.items, known)
         except PlacementRefused as refused:
-            raise _invalid(refused) from None
+            raise Invalid.of(*refused.rules(), detail=str(refused)) from None
         now = utcnow()
         order = Order(
             id=new_id_str(),

@@ -20,9 +20,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import fastapi_offline
 from fastapi import FastAPI
@@ -67,31 +66,6 @@ _SECURITY_HEADERS = (
     (b"referrer-policy", b"no-referrer"),
 )
 _INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", re.DOTALL | re.I)
-
-
-def parse_origins(values: Iterable[str]) -> tuple[str, ...]:
-    """The CORS allow-list as `scheme://host[:port]` origins; refuses anything else (`*`, a
-    path, a trailing slash), so a typo cannot open the API to every site."""
-    origins: list[str] = []
-    for raw in values:
-        value = raw.strip()
-        if not value:
-            continue
-        parts = urlsplit(value)
-        if (
-            parts.scheme not in ("http", "https")
-            or not parts.hostname
-            or parts.path
-            or parts.query
-            or parts.fragment
-            or parts.username
-        ):
-            raise ValueError(
-                f"{value[:80]!r} is not an origin: scheme://host[:port], e.g. "
-                "https://shop.example.com"
-            )
-        origins.append(value.lower())
-    return tuple(dict.fromkeys(origins))
 
 
 class SecurityHeaders:

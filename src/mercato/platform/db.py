@@ -97,11 +97,6 @@ class Database:
                 connect_args={"server_settings": {"search_path": service}},
             )
 
-    @property
-    def dialect_name(self) -> str:
-        """`sqlite` or `postgresql`."""
-        return self.engine.dialect.name
-
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A read-write transaction: committed on normal exit, rolled back on an exception."""

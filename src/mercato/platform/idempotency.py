@@ -1,4 +1,5 @@
-"""`Idempotency-Key` for unsafe requests, shared by every service that honours it.
+"""`Idempotency-Key` for unsafe requests, shared by every service that honours it: the keys' table
+and their repository (the header itself is read by `mercato.platform.http_inputs`).
 
 The key is claimed in the same transaction as the request's effect and its answer is stored
 there too, so either the effect and its stored answer commit together or neither does:
@@ -19,9 +20,8 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Header
 from sqlalchemy import Column, Integer, String, Table, Text, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -63,19 +63,9 @@ def fingerprint(request: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def idempotency_key_header(
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Repeat the same request with the same key to get the same answer once.",
-        ),
-    ] = None,
-) -> str | None:
-    """FastAPI dependency reading and checking the `Idempotency-Key` header."""
-    if idempotency_key is None:
-        return None
-    if not _KEY.match(idempotency_key):
+def check_key(key: str) -> str:
+    """`key` if it is 1 to 255 visible ASCII characters; `Invalid` otherwise."""
+    if not _KEY.match(key):
         raise Invalid(
             "Idempotency-Key must be 1 to 255 visible ASCII characters",
             errors=[
@@ -86,10 +76,7 @@ def idempotency_key_header(
                 }
             ],
         )
-    return idempotency_key
-
-
-IdempotencyKeyDep = Annotated[str | None, Depends(idempotency_key_header)]
+    return key
 
 
 class IdempotencyKeys:

@@ -1,20 +1,17 @@
 """Money as DESIGN §2 says: requests accept a number or a string, responses show `"19.99"`.
 
 Amounts are `Decimal` with at most two places; floats never touch them: routers that take
-money use `ExactJsonRoute`, which reads a JSON number from its text (`19.9999999999999999`
-stays that, and is refused, instead of becoming the float 20.0).
+money use `ExactJsonRoute` (`mercato.platform.http_inputs`), which reads a JSON number from its
+text (`19.9999999999999999` stays that, and is refused, instead of becoming the float 20.0).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Coroutine
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from fastapi import Request, Response
-from fastapi.routing import APIRoute
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 CENT = Decimal("0.01")
@@ -74,27 +71,3 @@ Money = Annotated[
 def exact_json(body: bytes) -> Any:
     """JSON with every non-integer number as the `Decimal` it spells (never a float)."""
     return json.loads(body, parse_float=Decimal)
-
-
-class _ExactJsonRequest(Request):
-    async def json(self) -> Any:
-        if not hasattr(self, "_json"):
-            self._json = exact_json(await self.body())
-        return self._json
-
-
-class ExactJsonRoute(APIRoute):
-    """A route whose JSON body keeps numbers exact, for routers that take money.
-
-    `APIRouter(route_class=ExactJsonRoute)`; a malformed body still answers FastAPI's 422
-    (`json.JSONDecodeError` is what it catches).
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """The standard handler, handed a request that parses JSON with `exact_json`."""
-        handler = super().get_route_handler()
-
-        async def exact_handler(request: Request) -> Response:
-            return await handler(_ExactJsonRequest(request.scope, request.receive))
-
-        return exact_handler

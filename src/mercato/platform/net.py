@@ -14,35 +14,13 @@ pass leaves alone, or the leftmost entry, which the second pass picks again).
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from fastapi import FastAPI
 from starlette.requests import Request
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 UNKNOWN = "unknown"
-
-
-def parse_networks(values: Iterable[str]) -> tuple[str, ...]:
-    """The trusted proxies as normalised CIDRs (`10.0.0.7` is `10.0.0.7/32`).
-
-    Refuses what is not a network, `*` included: trusting every peer lets any client name any
-    address, which is what this setting exists to prevent.
-    """
-    networks: list[str] = []
-    for raw in values:
-        value = raw.strip()
-        if not value:
-            continue
-        try:
-            networks.append(str(ipaddress.ip_network(value, strict=True)))
-        except ValueError:
-            raise ValueError(
-                f"{value[:60]!r} is not a CIDR network (e.g. 10.0.0.0/8, 127.0.0.2/32); "
-                "host bits must be zero"
-            ) from None
-    return tuple(dict.fromkeys(networks))
 
 
 def trust_forwarded_headers(app: FastAPI, trusted: Sequence[str]) -> None:

@@ -1,7 +1,7 @@
 """The OpenAPI document tells clients what an error answer looks like.
 
 FastAPI documents only the success answer and a 422 in its own `HTTPValidationError` shape, but
-every failure here answers RFC 9457 problem+json (`errors.py`), and the OAuth endpoints answer
+every failure here answers RFC 9457 problem+json (`http_errors.py`), and the OAuth endpoints answer
 RFC 6749 error objects. This rewrites the generated document once so that each operation's 422
 and `default` answers say so, and clients generated from it can read our errors.
 """
@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.routing import compile_path
 
-from mercato.platform.errors import PROBLEM_JSON
+from mercato.platform.http_errors import PROBLEM_JSON
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "title": "Problem",

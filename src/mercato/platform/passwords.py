@@ -11,6 +11,7 @@ Each priority waits in a bounded line; past it the caller gets `HashingBusy` (50
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import math
 import os
@@ -37,8 +38,13 @@ _PRIORITIES = (LOGIN, REGISTER)
 
 # argon2-cffi's defaults follow RFC 9106's second recommendation (argon2id, 64 MiB, t=3).
 _hasher = PasswordHasher()
-# Verified when the user is unknown, so "no such user" costs as long as "wrong password".
-_DUMMY_HASH = _hasher.hash("mercato-timing-equalizer")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified when the user is unknown, so "no such user" costs as long as "wrong password";
+    made at first need (a quarter second of hashing) instead of on every process's import."""
+    return _hasher.hash("mercato-timing-equalizer")
 
 
 class PasswordSettings(BaseSettings):
@@ -60,10 +66,9 @@ class HashingBusy(DomainError):
     type_slug = "password-hashing-busy"
 
     def __init__(self, retry_after: int) -> None:
-        self.retry_after = max(1, retry_after)
         super().__init__(
             "too many password checks in progress; try again shortly",
-            headers={"Retry-After": str(self.retry_after)},
+            retry_after=max(1, retry_after),
         )
 
 
@@ -153,16 +158,8 @@ async def verify_password(password_hash: str | None, password: str) -> bool:
 
     def check() -> bool:
         try:
-            return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+            return _hasher.verify(password_hash or _dummy_hash(), password) and bool(password_hash)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
     return await _run(LOGIN, check)
-
-
-def needs_rehash(password_hash: str) -> bool:
-    """Whether the hash was made with weaker parameters than today's."""
-    try:
-        return _hasher.check_needs_rehash(password_hash)
-    except InvalidHashError:
-        return True

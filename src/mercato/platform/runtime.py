@@ -16,12 +16,12 @@ from fastapi import FastAPI
 from mercato.platform.aio import wait_any
 from mercato.platform.asyncapi import add_asyncapi, consumed_types
 from mercato.platform.auth import (
-    Authenticator,
     MemoryRevocationStore,
     RedisRevocationStore,
     RevocationStore,
     TokenVerifier,
 )
+from mercato.platform.auth.deps import Authenticator
 from mercato.platform.auth_keys import PlatformKeySource
 from mercato.platform.db import Database
 from mercato.platform.events.api import events_router

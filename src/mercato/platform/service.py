@@ -16,7 +16,8 @@ from mercato.platform.settings import Settings
 from mercato.platform.uow import UnitOfWork
 
 if TYPE_CHECKING:
-    from mercato.platform.auth import Authenticator, RevocationStore
+    from mercato.platform.auth import RevocationStore
+    from mercato.platform.auth.deps import Authenticator
     from mercato.platform.auth.keysource import JwksProvider
 
 BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mercato.platform.durations import Duration, parse_durations
+from mercato.platform.http_settings import parse_networks, parse_origins
 
 DEFAULT_RETRY_DELAYS = (1.0, 5.0, 30.0, 120.0, 600.0)
 
@@ -72,15 +73,11 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies", "metrics_allow")
     @classmethod
     def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from mercato.platform.net import parse_networks
-
         return parse_networks(value)
 
     @field_validator("cors_origins")
     @classmethod
     def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from mercato.platform.browser import parse_origins
-
         return parse_origins(value)
 
     @field_validator("event_retry_delays", mode="before")

@@ -9,7 +9,9 @@ so a `TokenManager`:
 - records every token request in a rolling-hour budget kept in the store (so it survives restarts
   and is shared), checked and recorded atomically *before* the request; with no budget left it
   keeps using a still-valid token, else raises `TokenBudgetExhausted`;
-- on a 401 from the API (`call`) drops that token, fetches once more and retries the call once.
+- is an `httpx.Auth`: on a 401 from the API it drops that token, fetches once more and retries
+  the request once (`async_auth_flow`, written once for plain requests and streams alike; `call`
+  and `stream` send with it, or pass `auth=manager` to any `httpx.AsyncClient`).
 
 The client secret is never logged nor shown in `repr`, `status()` or an exception; neither is a
 token. Every decision reads the injected `clock` (epoch seconds), so a day runs in a test second.
@@ -22,7 +24,7 @@ import base64
 import hmac
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -80,8 +82,9 @@ class TokenStatus(BaseModel):
     last_error: str | None = None
 
 
-class TokenManager:
-    """Client-credentials tokens of one upstream; see the module docstring."""
+class TokenManager(httpx.Auth):
+    """Client-credentials tokens of one upstream, and the `httpx.Auth` that presents them; see
+    the module docstring."""
 
     def __init__(
         self,
@@ -182,17 +185,33 @@ class TokenManager:
             return True
         return stored is not None and stored.access_token == token.access_token
 
-    async def call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """Send with the bearer token; on a 401 drop it, fetch once more and retry once."""
-        headers = dict(kwargs.pop("headers", None) or {})
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        """Not offered: the token store and the fetch are asynchronous."""
+        raise RuntimeError("TokenManager authenticates asynchronous clients only")
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        """The bearer token on `request`; on a 401 drop it, fetch once more and retry once."""
         token = await self.get_token()
-        response = await self._send(method, url, token, headers, kwargs)
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
         if response.status_code != 401:
-            return response
+            return
         log.info("upstream refused the token; fetching another", upstream=self.name)
         await self.invalidate(token)
         token = await self.get_token()
-        return await self._send(method, url, token, headers, kwargs)
+        request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+    async def call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """Send through this manager's client with its token (`async_auth_flow`'s 401 rule)."""
+        # Fetched before the attempt, so a token request never runs inside the API attempt's
+        # timeout nor takes its circuit breaker's half-open probe; the flow finds it cached.
+        await self.get_token()
+        return await self._http.request(method, url, auth=self, **kwargs)
 
     @asynccontextmanager
     async def stream(
@@ -204,22 +223,8 @@ class TokenManager:
         but is not it, such as catalog for identity's tokens); by default this manager's own.
         """
         http = via or self._http
-        if not isinstance(http, ResilientClient):
-            raise TypeError("streaming needs a ResilientClient")
-        headers = dict(kwargs.pop("headers", None) or {})
-        token = await self.get_token()
-        async with http.stream(
-            method, url, headers={**headers, "Authorization": f"Bearer {token}"}, **kwargs
-        ) as response:
-            if response.status_code != 401:
-                yield response
-                return
-        log.info("upstream refused the token; fetching another", upstream=self.name)
-        await self.invalidate(token)
-        token = await self.get_token()
-        async with http.stream(
-            method, url, headers={**headers, "Authorization": f"Bearer {token}"}, **kwargs
-        ) as response:
+        await self.get_token()  # as in `call`
+        async with http.stream(method, url, auth=self, **kwargs) as response:
             yield response
 
     async def status(self) -> TokenStatus:
@@ -237,12 +242,6 @@ class TokenManager:
             budget_per_hour=self.budget_per_hour,
             last_error=await self.store.last_error(self.name),
         )
-
-    async def _send(
-        self, method: str, url: str, token: str, headers: dict[str, str], kwargs: dict[str, Any]
-    ) -> httpx.Response:
-        headers = {**headers, "Authorization": f"Bearer {token}"}
-        return await self._http.request(method, url, headers=headers, **kwargs)
 
     def _fresh(self, token: StoredToken | None, now: float) -> bool:
         return token is not None and self._valid(token, now) and now < self.renew_at(token)

@@ -18,8 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mercato import __version__
 from mercato.platform.browser import add_docs, protect
-from mercato.platform.errors import PROBLEM_JSON, install_error_handlers
 from mercato.platform.events.envelope import current_correlation_id
+from mercato.platform.http_errors import PROBLEM_JSON, install_error_handlers
 from mercato.platform.ids import new_id_str
 from mercato.platform.net import trust_forwarded_headers
 from mercato.platform.openapi import document_errors

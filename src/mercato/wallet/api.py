@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict
 
 from mercato.platform.auth import Principal
 from mercato.platform.errors import Forbidden, Invalid
-from mercato.platform.idempotency import IdempotencyKeyDep
-from mercato.platform.money import ExactJsonRoute, Money
+from mercato.platform.http_inputs import ExactJsonRoute, IdempotencyKeyDep
+from mercato.platform.money import Money
 from mercato.platform.openapi import json_examples
 from mercato.platform.pagination import Page, PageDep
 from mercato.platform.service import ServiceContext

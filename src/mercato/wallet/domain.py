@@ -8,18 +8,10 @@ from __future__ import annotations
 from decimal import Decimal
 from enum import StrEnum
 
+from mercato.platform.errors import RuleBroken
 from mercato.platform.money import MAX_AMOUNT
 
 ZERO = Decimal("0.00")
-
-
-class RuleBroken(ValueError):
-    """An input breaks a wallet rule; `field` names the offending field."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field_name
-        self.message = message
 
 
 class WalletStatus(StrEnum):

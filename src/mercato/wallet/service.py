@@ -9,11 +9,11 @@ import structlog
 
 from mercato.platform.clock import utcnow
 from mercato.platform.db import Database
-from mercato.platform.errors import Invalid, NotFound
+from mercato.platform.errors import Invalid, NotFound, RuleBroken
 from mercato.platform.idempotency import IdempotencyKeys, fingerprint
 from mercato.platform.money import format_money
 from mercato.platform.uow import UnitOfWorkFactory
-from mercato.wallet.domain import ZERO, EntryKind, RuleBroken, WalletStatus, check_topup
+from mercato.wallet.domain import ZERO, EntryKind, WalletStatus, check_topup
 from mercato.wallet.store import Entry, WalletRepository
 
 log = structlog.get_logger("mercato.wallet")
@@ -39,13 +39,6 @@ class TopUp:
     # None for admins: they are not capped.
     limit: Decimal | None
     idempotency_key: str | None = None
-
-
-def _invalid(exc: RuleBroken) -> Invalid:
-    return Invalid(
-        f"{exc.field}: {exc.message}",
-        errors=[{"loc": ["body", exc.field], "msg": exc.message, "type": "value_error"}],
-    )
 
 
 async def balance(database: Database, user_id: str, *, own: bool = True) -> Balance:
@@ -85,7 +78,7 @@ async def top_up(uow_factory: UnitOfWorkFactory, request: TopUp) -> Balance:
         try:
             check_topup(request.amount, wallet.balance, limit=request.limit)
         except RuleBroken as exc:
-            raise _invalid(exc) from None
+            raise Invalid.of(exc) from None
         new_balance = await repo.credit(request.user_id, request.amount, EntryKind.TOPUP, now, None)
         answer = Balance(request.user_id, new_balance)
         if key is not None:

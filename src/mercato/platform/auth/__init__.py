@@ -1,9 +1,10 @@
-"""Access tokens for every service: signing keys, issuing, verification, revocation, FastAPI guards.
+"""Access tokens for every service: signing keys, issuing, verification, revocation.
 
 Only `mercato.platform.*` is imported here, so any service (identity included) can use it.
+The FastAPI guards (`Authenticator`, the bearer scheme) are in `mercato.platform.auth.deps`,
+so use cases that only need a `Principal` load no web framework.
 """
 
-from mercato.platform.auth.deps import Authenticator, bearer_scheme, bearer_token
 from mercato.platform.auth.keys import (
     SIGNING_ALGORITHMS,
     SigningKey,
@@ -32,7 +33,6 @@ __all__ = [
     "ADMIN_ROLE",
     "ADMIN_SCOPE",
     "SIGNING_ALGORITHMS",
-    "Authenticator",
     "KeySource",
     "MemoryRevocationStore",
     "Principal",
@@ -42,8 +42,6 @@ __all__ = [
     "SigningKey",
     "StaticKeySource",
     "TokenVerifier",
-    "bearer_scheme",
-    "bearer_token",
     "generate_signing_key",
     "issue_access_token",
     "jwk_thumbprint",

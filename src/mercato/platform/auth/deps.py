@@ -143,9 +143,7 @@ class Authenticator:
                 # RFC 6750 §3.1: tell the client which scope it lacks.
                 raise Forbidden(
                     f"scope {scope} required",
-                    headers={
-                        "WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'
-                    },
+                    challenge=f'Bearer error="insufficient_scope", scope="{scope}"',
                 )
             return principal
 

@@ -25,6 +25,8 @@ MAX_TOKEN_LENGTH = 8192
 # Header members that would change how the token is processed; none is supported, and RFC 7515
 # §4.1.11 says a token marking an unknown extension critical must be rejected.
 _REJECTED_HEADERS = ("crit", "b64")
+# What a client presenting a bad token is told (RFC 6750 §3.1).
+_INVALID_TOKEN = 'Bearer error="invalid_token"'
 _REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti"]
 
 _JWT_ERRORS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
@@ -87,12 +89,8 @@ class TokenVerifier:
         if await self.revocations.refuses(
             principal.jti, principal.client_id, principal.issued_at, subject
         ):
-            raise Unauthorized("token revoked", headers=_invalid_token_header())
+            raise Unauthorized("token revoked", challenge=_INVALID_TOKEN)
         return principal
-
-    def clear_cache(self) -> None:
-        """Forget every verified token (after withdrawing a compromised key, for instance)."""
-        self._cache.clear()
 
     def _remember(self, digest: bytes, principal: Principal) -> None:
         if len(self._cache) >= self._cache_size:
@@ -145,13 +143,9 @@ def _reason(exc: jwt.PyJWTError) -> str:
     return "invalid token"
 
 
-def _invalid_token_header() -> dict[str, str]:
-    return {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-
-
 def _reject(reason: str) -> Unauthorized:
     # Only a fixed, short reason: never the token or its claims, which end up in responses/logs.
-    return Unauthorized(reason, headers=_invalid_token_header())
+    return Unauthorized(reason, challenge=_INVALID_TOKEN)
 
 
 def _optional_str(claims: Mapping[str, Any], name: str) -> str | None:
