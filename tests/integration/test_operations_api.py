@@ -5,9 +5,11 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from mercato.platform.auth.principal import ADMIN_SCOPE
 from mercato.platform.settings import Settings
 from tests.commerce import create_product, final, place, top_up
 from tests.harness import Stack, admin, register_user, stack
+from tests.integration.test_rbac import machine_token
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -150,3 +152,15 @@ async def test_timeline_event_log_and_metrics(backend: Settings) -> None:
             assert nobody.headers["content-type"].startswith("application/problem+json")
             assert (await outsider.get("/metrics", headers=jane.headers)).status_code == 403
             assert (await outsider.get("/metrics", headers=boss.headers)).status_code == 200
+            robot_token = await machine_token(s, boss.headers, "ops", ADMIN_SCOPE)
+            robot = {"Authorization": f"Bearer {robot_token}"}
+            assert (await outsider.get("/metrics", headers=robot)).status_code == 200
+            reader_token = await machine_token(s, boss.headers, "reader", "catalog.read")
+            reader = {"Authorization": f"Bearer {reader_token}"}
+            assert (await outsider.get("/metrics", headers=reader)).status_code == 403
+
+        # A machine with mercato.admin reads any timeline; another machine none.
+        seen = await s.client.get(f"/api/v1/orders/{placed['id']}/timeline", headers=robot)
+        assert seen.status_code == 200 and seen.json()["events"] == events
+        blind = await s.client.get(f"/api/v1/orders/{placed['id']}/timeline", headers=reader)
+        assert blind.status_code == 403
