@@ -231,6 +231,10 @@ def worker(
     services: Annotated[
         list[str] | None, typer.Option("--services", "-s", help="Services to work for.")
     ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve this worker's /metrics on this port.")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Where --metrics-port listens.")] = "127.0.0.1",
 ) -> None:
     """Run outbox relays, event consumers and schedulers (distributed mode)."""
     from mercato.app import build_platform
@@ -248,6 +252,10 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if metrics_port is not None:
+            from mercato.platform.metrics_server import start_metrics_server
+
+            start_metrics_server(platform, metrics_host, metrics_port, stop)
         await stop.wait()
         await platform.stop()
 
