@@ -22,10 +22,8 @@ from mercato.integration.cli import register as register_integration
 from mercato.integration.settings import IntegrationSettings
 from mercato.platform import instance as instances
 from mercato.platform.config import SettingsError, load
-from mercato.platform.events.admin import Redeliver
-from mercato.platform.events.envelope import Envelope
 from mercato.platform.logging import configure_logging
-from mercato.platform.runtime import ConfigurationError, Platform
+from mercato.platform.runtime import ConfigurationError
 from mercato.platform.settings import Settings, get_settings
 from mercato.secrets_cli import secrets_app
 
@@ -291,12 +289,12 @@ def dead_letters(
     async def main() -> None:
         try:
             if replay:
-                await platform.transport.start()
+                # Its consumers' queues are prepared as by a worker: a replay from this process
+                # reaches the consumer wherever it runs (in-process: its durable queue table).
+                await platform.open_transport()
                 for name, database in platform.databases.items():
                     try:
-                        event_id = await replay_dead_letter(
-                            database, replay, _queue_redeliver(platform, name)
-                        )
+                        event_id = await replay_dead_letter(database, replay, platform.redeliver)
                     except Exception as exc:  # not this service's dead letter
                         if type(exc).__name__ == "NotFound":
                             continue
@@ -321,19 +319,6 @@ def dead_letters(
             await platform.stop()
 
     asyncio.run(main())
-
-
-def _queue_redeliver(platform: Platform, service: str) -> Redeliver:
-    """Redelivery from a separate process: straight into the consumer's durable queue."""
-    from mercato.platform.events.inprocess import InProcessQueue, InProcessTransport
-
-    async def redeliver(consumer: str, envelope: Envelope) -> None:
-        if isinstance(platform.transport, InProcessTransport):
-            await InProcessQueue(platform.consumers[consumer]).enqueue([envelope])
-        else:
-            await platform.transport.redeliver(consumer, envelope)
-
-    return redeliver
 
 
 @events_app.command("stats")
