@@ -12,6 +12,7 @@ import pytest
 from mercato.platform.settings import Settings
 from tests import services
 from tests.harness import delete_broker_topology, distributed_settings, embedded_settings
+from tests.kafka_broker import Tansu, start_tansu
 
 # Tests never read a developer's .env or environment by accident.
 for _key in [k for k in os.environ if k.startswith("MERCATO_")]:
@@ -101,3 +102,18 @@ def backend(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[Settings
     )
     yield settings
     asyncio.run(delete_broker_topology(settings))
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tansu]:
+    """One Tansu (a Kafka-compatible broker) of this test session (and xdist worker); tests
+    isolate themselves by topic and group names."""
+    broker = start_tansu(tmp_path_factory.mktemp("tansu"))
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_url(kafka_broker: Tansu) -> str:
+    """The MERCATO_BROKER_URL of the session's Tansu."""
+    return kafka_broker.url
