@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,3 +118,17 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tansu]:
 def kafka_url(kafka_broker: Tansu) -> str:
     """The MERCATO_BROKER_URL of the session's Tansu."""
     return kafka_broker.url
+
+
+@pytest.fixture
+def kafka_backend(request: pytest.FixtureRequest, data_dir: Path, kafka_url: str) -> Settings:
+    """Settings like the distributed backend's (PostgreSQL, Redis) with events over Kafka: the
+    session's Tansu, with a stream topic of this test's own (groups are named by the prefix
+    `distributed_settings` draws)."""
+    return distributed_settings(
+        data_dir,
+        request.getfixturevalue("pg_database_url"),
+        kafka_url,
+        request.getfixturevalue("redis_url"),
+        broker_topic=f"t{uuid.uuid4().hex[:8]}.events",
+    )
