@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import sys
 import time
@@ -346,6 +347,13 @@ def stats(data_dir: Annotated[Path | None, typer.Option()] = None) -> None:
     asyncio.run(main())
 
 
+class Broker(enum.StrEnum):
+    """What carries a dev cluster's events."""
+
+    rabbitmq = "rabbitmq"
+    kafka = "kafka"
+
+
 @app.command("dev-cluster")
 def dev_cluster(
     port: Annotated[int, typer.Option(help="The gateway's port (0: any free one).")] = 8080,
@@ -356,6 +364,9 @@ def dev_cluster(
     ),
     pg_admin_url: Annotated[str, typer.Option()] = "postgresql://postgres@127.0.0.1:5432/postgres",
     partner_port: Annotated[int, typer.Option(help="Partner sandbox port (0: none).")] = 8100,
+    broker: Annotated[
+        Broker, typer.Option(help="rabbitmq (on 127.0.0.1:5672) or kafka (a Tansu it starts).")
+    ] = Broker.rabbitmq,
 ) -> None:
     """Distributed mode on this machine: PostgreSQL-backed services, replicas, worker, nginx,
     and the gateway's companion (`mercato serve gateway`) for /openapi.json, /docs and /ready."""
@@ -370,6 +381,7 @@ def dev_cluster(
             port=port,
             replicas=replicas,
             partner_port=partner_port or None,
+            broker="kafka" if broker is Broker.kafka else "rabbitmq",
         )
     )
     console.print(f"starting the dev cluster in {workdir} (logs in {workdir}/logs) ...")
@@ -384,6 +396,8 @@ def dev_cluster(
         cluster.start()
         console.print(f"[bold]Mercato dev cluster[/bold] at {cluster.base_url}")
         console.print(f"  {replicas} replicas of each service behind nginx, one worker")
+        if cluster.kafka is not None:
+            console.print(f"  events over Kafka (Tansu) at {cluster.kafka.bootstrap}")
         console.print(f"  API docs   {cluster.base_url}/docs   (ReDoc {cluster.base_url}/redoc)")
         console.print(f"  readiness  {cluster.base_url}/ready   (every service's replicas)")
         console.print(f"  one service's own docs: {cluster.base_url}/services/catalog/docs")
