@@ -9,7 +9,9 @@ rebalance or a broker restart) meets the inbox and has no second effect. The pro
 InitProducerId), and `publish` returns only once every record was acknowledged: the relay marks
 an event sent only then.
 
-`MERCATO_BROKER_URL=kafka://host:9092[,host2:9092][?idempotence=false&partitions=6]`.
+`MERCATO_BROKER_URL=kafka://host:9092[,host2:9092][?option=value&…]`, options `idempotence`
+(true), `partitions` of the stream when Mercato creates it (6), `session_timeout_ms` of the
+consumer groups (10000) and `fetch_max_wait_ms` (100).
 """
 
 from __future__ import annotations
@@ -50,6 +52,16 @@ class KafkaTransport:
         self.bootstrap_servers = parts.netloc
         self.idempotence = options.get("idempotence", "true").lower() not in {"0", "false", "no"}
         self.partitions = int(options.get("partitions", "6"))
+        # A group's join waits about half the session timeout for other members; Kafka's
+        # default floor is 6 s (group.min.session.timeout.ms), a test broker may allow less.
+        session = int(options.get("session_timeout_ms", "10000"))
+        self.consumer_options = {
+            "session_timeout_ms": session,
+            "heartbeat_interval_ms": max(100, session // 4),
+            # How long the broker may hold a fetch with nothing to answer: an idle consumer
+            # sees a new event this soon.
+            "fetch_max_wait_ms": int(options.get("fetch_max_wait_ms", "100")),
+        }
         self.names = KafkaNames(stream=topic, prefix=prefix)
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None

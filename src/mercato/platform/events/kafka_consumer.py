@@ -74,6 +74,7 @@ class KafkaConsumerRunner:
                 # topics were declared but before the group first joined are not skipped.
                 auto_offset_reset="earliest",
                 max_poll_records=BATCH_SIZE,
+                **self.transport.consumer_options,
             )
             try:
                 await self.transport.ensure_topics([*self.topics, self.dead_topic])

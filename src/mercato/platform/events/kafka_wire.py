@@ -4,7 +4,7 @@ group names, the headers a record carries, and what a runner needs of its transp
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -98,6 +98,11 @@ class RecordSender(Protocol):
     @property
     def bootstrap_servers(self) -> str:
         """host:port[,host:port…] of the cluster."""
+        ...
+
+    @property
+    def consumer_options(self) -> Mapping[str, int]:
+        """Settings of the consumer groups (session timeout, fetch wait)."""
         ...
 
     async def send(
