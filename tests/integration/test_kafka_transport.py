@@ -15,7 +15,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from mercato.platform.events import Envelope
 from mercato.platform.events.kafka import KafkaTransport, PublishFailedError
 from mercato.platform.events.kafka_wire import TYPE_HEADER, header
+from mercato.platform.settings import Settings
 from tests.backbone import Harness
+from tests.harness import stack
 from tests.kafka_broker import OutageProxy, start_tansu
 
 pytestmark = pytest.mark.kafka
@@ -145,3 +147,24 @@ async def test_broker_outage_mid_stream_loses_nothing_and_duplicates_nothing(
         await h.close()
         await proxy.close()
         broker.stop()
+
+
+async def test_readiness_follows_the_broker(tmp_path: Path) -> None:
+    broker = start_tansu(tmp_path / "tansu")
+    transport = KafkaTransport(broker.url, topic="ready.events", prefix="ready")
+    try:
+        assert not await transport.is_ready()  # not started
+        await transport.start()
+        assert await transport.is_ready()
+        broker.stop()
+        assert not await transport.is_ready()
+    finally:
+        await transport.close()
+        broker.stop()
+
+
+async def test_ready_endpoint_of_a_platform_on_kafka(kafka_backend: Settings) -> None:
+    async with stack(kafka_backend, ["catalog"]) as s:
+        answer = await s.client.get("/ready")
+        assert answer.status_code == 200, answer.text
+        assert "broker" in answer.text
