@@ -115,16 +115,23 @@ class KafkaTransport:
             topics.append(self.names.dead_topic(spec.name))
         await self.ensure_topics(topics)
 
+    def forget_topics(self) -> None:
+        """Let the next `ensure_topics` ask the broker again (it may have lost them: a broker
+        without durable storage that restarted, an operator who deleted them)."""
+        self._known_topics.clear()
+
     async def send(
         self, topic: str, key: str | None, value: bytes, record_headers: Headers
     ) -> None:
         """Produce one record; return once the broker acknowledged it."""
+        await self.ensure_topics([topic])
         await self._send_all([(topic, key, value, record_headers)])
 
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
         """Produce every event to the stream keyed by subject; return once all are
         acknowledged, raise otherwise (the relay tries again; inboxes dedupe)."""
         unique = {env.id: env for env in envelopes}.values()
+        await self.ensure_topics([self.names.stream])
         await self._send_all(
             [
                 (self.names.stream, env.subject, env.to_json().encode(), headers(env.type, 0))
@@ -147,10 +154,12 @@ class KafkaTransport:
                 for topic, key, value, hdrs in records
             ]
         except KafkaError as exc:
+            self.forget_topics()
             raise PublishFailedError(f"records not sent: {exc!r}") from exc
         results = await asyncio.gather(*pending, return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
+            self.forget_topics()  # the next attempt checks they still exist
             raise PublishFailedError(
                 f"{len(failures)} of {len(records)} records not acknowledged: {failures[0]!r}"
             ) from failures[0]

@@ -25,6 +25,7 @@ from mercato.platform.aio import wait_any
 from mercato.platform.events.consumer import Delivery, EventConsumer, Outcome
 from mercato.platform.events.envelope import Envelope
 from mercato.platform.events.kafka_wire import (
+    COMMIT_TIMEOUT,
     CRASH_BACKOFF,
     TYPE_HEADER,
     RecordSender,
@@ -84,6 +85,8 @@ class KafkaConsumerRunner:
             except (KafkaError, OSError) as exc:
                 # The broker went away under the consumer (or was not there yet); the group
                 # rejoins from the committed offsets, and the inbox absorbs what is read again.
+                # The topics are declared again first: a broker may come back without them.
+                self.transport.forget_topics()
                 log.warning(
                     "consumer lost the broker; reconnecting",
                     consumer=self.consumer.name,
@@ -152,7 +155,9 @@ class KafkaConsumerRunner:
         if offset <= first:
             return
         try:
-            await client.commit({partition: offset})
+            await asyncio.wait_for(client.commit({partition: offset}), COMMIT_TIMEOUT)
+        except TimeoutError as exc:
+            raise KafkaError(f"offset commit on {partition} timed out") from exc
         except KafkaError as exc:
             # The group moved on (a rebalance) or the broker is gone: these records are read
             # again, by this process or another, and the inbox recognizes them.

@@ -14,6 +14,9 @@ DUE_HEADER = "x-mercato-due"
 TYPE_HEADER = "x-mercato-type"
 # A confirm that takes this long means the broker is gone; the relay will try again.
 PUBLISH_TIMEOUT = 30.0
+# aiokafka retries a commit for as long as the error is retriable (a topic the broker lost is,
+# forever): past this the runner rejoins the group instead.
+COMMIT_TIMEOUT = 15.0
 # Pause before handing back a record whose processing crashed (not a handler failure: those go
 # through the retry topics), so a broken database does not spin the CPU.
 CRASH_BACKOFF = 1.0
@@ -113,4 +116,8 @@ class RecordSender(Protocol):
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         """Create the topics that do not exist yet."""
+        ...
+
+    def forget_topics(self) -> None:
+        """Check with the broker again next time which topics exist."""
         ...
