@@ -66,6 +66,7 @@ class KafkaTransport:
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._known_topics: set[str] = set()
+        self._declared: set[str] = set()  # consumers `declare` prepared (replays name one)
 
     @property
     def crosses_processes(self) -> bool:
@@ -114,6 +115,7 @@ class KafkaTransport:
             topics += self.names.consumer_topics(spec.name, spec.retry_delays)
             topics.append(self.names.dead_topic(spec.name))
         await self.ensure_topics(topics)
+        self._declared.update(spec.name for spec in consumers)
 
     def forget_topics(self) -> None:
         """Let the next `ensure_topics` ask the broker again (it may have lost them: a broker
@@ -166,11 +168,12 @@ class KafkaTransport:
 
     async def redeliver(self, consumer: str, envelope: Envelope) -> None:
         """Produce one event to one consumer's replay topic, as a first attempt."""
-        topic = self.names.replay_topic(consumer)
-        if self._known_topics and topic not in self._known_topics:
-            # A replay names one consumer: an undeclared one is an error, never a drop.
+        if consumer not in self._declared:
+            # A replay names one consumer: an undeclared one is an error, never a topic that
+            # nobody reads.
             raise PublishFailedError(f"no consumer {consumer!r} declared on this transport")
         value = envelope.to_json().encode()
+        topic = self.names.replay_topic(consumer)
         await self.send(topic, envelope.subject, value, headers(envelope.type, 0))
         log.info("event redelivered", consumer=consumer, **envelope.for_log())
 
