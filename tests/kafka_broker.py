@@ -35,6 +35,8 @@ class OutageProxy:
     def __init__(self) -> None:
         self.target_port: int | None = None
         self.down = False
+        self.cut = 0  # connections cut by outages
+        self.refused = 0  # connections refused while down
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -46,6 +48,7 @@ class OutageProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.down or self.target_port is None:
+            self.refused += 1
             writer.close()
             return
         try:
@@ -69,6 +72,7 @@ class OutageProxy:
         """Cut every connection, refuse new ones for `seconds`, then let them through again."""
         self.down = True
         for writer in list(self._writers):
+            self.cut += 1
             writer.transport.abort()
         await asyncio.sleep(seconds)
         self.down = False

@@ -13,6 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from mercato.platform.events import Envelope
+from mercato.platform.events.admin import event_stats
 from mercato.platform.events.kafka import KafkaTransport, PublishFailedError
 from mercato.platform.events.kafka_wire import TYPE_HEADER, header
 from mercato.platform.settings import Settings
@@ -127,8 +128,8 @@ async def test_broker_outage_mid_stream_loses_nothing_and_duplicates_nothing(
             while await applied() < 150:
                 await asyncio.sleep(0.02)
             print(f"cutting the broker off ({tag}): applied={await applied()}")
-            await proxy.outage(2.0)
-            print(f"broker back: applied={await applied()}")
+            await proxy.outage(4.0)  # longer than the group session (3 s): a rejoin
+            print(f"broker back: applied={await applied()} cut={proxy.cut} refused={proxy.refused}")
 
         outage = asyncio.create_task(cut())
         sent: list[Envelope] = []
@@ -136,12 +137,17 @@ async def test_broker_outage_mid_stream_loses_nothing_and_duplicates_nothing(
             sent += await h.emit_many(batch, batch, start=start)
             await asyncio.sleep(0.02)
         await asyncio.wait_for(outage, timeout=120)
+        # Relay and consumer were connected, and knocked on the closed door meanwhile.
+        assert proxy.cut > 0 and proxy.refused > 0, (proxy.cut, proxy.refused)
         # Events sent only after the outage prove relay and consumer resumed.
         sent += await h.emit_many(total - before, batch, start=before)
         counts = await h.wait_effects(total, timeout=120)
         assert len(sent) == total
         assert set(counts) == {env.id for env in sent}
         assert [eid for eid, n in counts.items() if n != 1] == []
+        stats = await event_stats(h.consumer_db)
+        assert (stats.inbox_size, stats.dead_letters) == (total, 0)
+        assert (await event_stats(h.producer)).outbox_backlog == 0
         assert all(not task.done() for task in h.tasks), "relay or consumer died"
     finally:
         await h.close()
