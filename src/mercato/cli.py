@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import sys
 import time
@@ -23,10 +24,8 @@ from mercato.integration.cli import register as register_integration
 from mercato.integration.settings import IntegrationSettings
 from mercato.platform import instance as instances
 from mercato.platform.config import SettingsError, load
-from mercato.platform.events.admin import Redeliver
-from mercato.platform.events.envelope import Envelope
 from mercato.platform.logging import configure_logging
-from mercato.platform.runtime import ConfigurationError, Platform
+from mercato.platform.runtime import ConfigurationError
 from mercato.platform.settings import Settings, get_settings
 from mercato.secrets_cli import secrets_app
 
@@ -301,12 +300,12 @@ def dead_letters(
     async def main() -> None:
         try:
             if replay:
-                await platform.transport.start()
+                # Its consumers' queues are prepared as by a worker: a replay from this process
+                # reaches the consumer wherever it runs (in-process: its durable queue table).
+                await platform.open_transport()
                 for name, database in platform.databases.items():
                     try:
-                        event_id = await replay_dead_letter(
-                            database, replay, _queue_redeliver(platform, name)
-                        )
+                        event_id = await replay_dead_letter(database, replay, platform.redeliver)
                     except Exception as exc:  # not this service's dead letter
                         if type(exc).__name__ == "NotFound":
                             continue
@@ -331,19 +330,6 @@ def dead_letters(
             await platform.stop()
 
     asyncio.run(main())
-
-
-def _queue_redeliver(platform: Platform, service: str) -> Redeliver:
-    """Redelivery from a separate process: straight into the consumer's durable queue."""
-    from mercato.platform.events.inprocess import InProcessQueue, InProcessTransport
-
-    async def redeliver(consumer: str, envelope: Envelope) -> None:
-        if isinstance(platform.transport, InProcessTransport):
-            await InProcessQueue(platform.consumers[consumer]).enqueue([envelope])
-        else:
-            await platform.transport.redeliver(consumer, envelope)
-
-    return redeliver
 
 
 @events_app.command("stats")
@@ -371,6 +357,13 @@ def stats(data_dir: Annotated[Path | None, typer.Option()] = None) -> None:
     asyncio.run(main())
 
 
+class Broker(enum.StrEnum):
+    """What carries a dev cluster's events."""
+
+    rabbitmq = "rabbitmq"
+    kafka = "kafka"
+
+
 @app.command("dev-cluster")
 def dev_cluster(
     port: Annotated[int, typer.Option(help="The gateway's port (0: any free one).")] = 8080,
@@ -381,6 +374,9 @@ def dev_cluster(
     ),
     pg_admin_url: Annotated[str, typer.Option()] = "postgresql://postgres@127.0.0.1:5432/postgres",
     partner_port: Annotated[int, typer.Option(help="Partner sandbox port (0: none).")] = 8100,
+    broker: Annotated[
+        Broker, typer.Option(help="rabbitmq (on 127.0.0.1:5672) or kafka (a Tansu it starts).")
+    ] = Broker.rabbitmq,
 ) -> None:
     """Distributed mode on this machine: PostgreSQL-backed services, replicas, worker, nginx,
     and the gateway's companion (`mercato serve gateway`) for /openapi.json, /docs and /ready."""
@@ -395,6 +391,7 @@ def dev_cluster(
             port=port,
             replicas=replicas,
             partner_port=partner_port or None,
+            broker="kafka" if broker is Broker.kafka else "rabbitmq",
         )
     )
     console.print(f"starting the dev cluster in {workdir} (logs in {workdir}/logs) ...")
@@ -409,6 +406,8 @@ def dev_cluster(
         cluster.start()
         console.print(f"[bold]Mercato dev cluster[/bold] at {cluster.base_url}")
         console.print(f"  {replicas} replicas of each service behind nginx, one worker")
+        if cluster.kafka is not None:
+            console.print(f"  events over Kafka (Tansu) at {cluster.kafka.bootstrap}")
         console.print(f"  API docs   {cluster.base_url}/docs   (ReDoc {cluster.base_url}/redoc)")
         console.print(f"  readiness  {cluster.base_url}/ready   (every service's replicas)")
         console.print(f"  one service's own docs: {cluster.base_url}/services/catalog/docs")

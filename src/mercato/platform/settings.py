@@ -29,8 +29,12 @@ class Settings(BaseSettings):
     database_url: str | None = None
     redis_url: str | None = None
     redis_prefix: str = "mercato"
+    # amqp://… (RabbitMQ) or kafka://host:9092[,host2:9092] (Kafka); none: in-process events.
     broker_url: str | None = None
     broker_exchange: str = "mercato.events"
+    # Kafka: the one topic of the event stream (RabbitMQ's counterpart is the exchange).
+    broker_topic: str = "mercato.events"
+    # RabbitMQ's queues and Kafka's consumer groups and per-service topics start with this.
     broker_queue_prefix: str = "mercato"
     issuer: str = "http://localhost:8000"
     audience: str = "mercato"
@@ -101,7 +105,7 @@ class Settings(BaseSettings):
 
     @property
     def distributed(self) -> bool:
-        """True when a broker is configured: events travel through RabbitMQ."""
+        """True when a broker is configured: events travel through RabbitMQ or Kafka."""
         return self.broker_url is not None
 
 
