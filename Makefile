@@ -62,6 +62,7 @@ test-fast: install
 # Benchmarks print figures next to their baselines; they never fail on time.
 bench: install
 	$(BIN)/python bench/events.py
+	$(BIN)/python bench/events_kafka.py
 	$(BIN)/python bench/identity.py
 	$(BIN)/python bench/saga.py
 	$(BIN)/python bench/catalog.py

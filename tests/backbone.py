@@ -14,9 +14,9 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
 from mercato.platform.db import AutoIncrementId, Database
 from mercato.platform.events import Envelope, EventPayload
 from mercato.platform.events.consumer import EventConsumer
-from mercato.platform.events.inprocess import InProcessQueue, InProcessTransport
+from mercato.platform.events.inprocess import InProcessTransport
 from mercato.platform.events.relay import OutboxRelay
-from mercato.platform.events.transport import Subscription, Transport
+from mercato.platform.events.transport import ConsumerSpec, Subscription, Transport
 from mercato.platform.migrations import upgrade
 from mercato.platform.uow import UnitOfWork
 
@@ -48,12 +48,14 @@ class Harness:
         transport_kind: str,
         *,
         rabbitmq_url: str | None = None,
+        kafka_url: str | None = None,
         retry_delays: tuple[float, ...] = (0.05, 0.1),
     ) -> None:
         self.producer = Database("producer", producer_url)
         self.consumer_db = Database("consumer", consumer_url)
         self.kind = transport_kind
         self.rabbitmq_url = rabbitmq_url
+        self.kafka_url = kafka_url
         self.retry_delays = retry_delays
         self.failures: dict[str, int] = {}  # subject -> remaining failures (-1: always)
         self.attempts: Counter[str] = Counter()
@@ -69,11 +71,16 @@ class Harness:
 
     def make_transport(self) -> Transport:
         if self.kind == "inprocess":
-            return InProcessTransport()
+            return InProcessTransport(batch_size=200, poll=0.2)
+        tag = uuid.uuid4().hex[:8]
+        if self.kind == "kafka":
+            from mercato.platform.events.kafka import KafkaTransport
+
+            assert self.kafka_url is not None
+            return KafkaTransport(self.kafka_url, topic=f"t{tag}.events", prefix=f"t{tag}")
         from mercato.platform.events.rabbitmq import RabbitMQTransport
 
         assert self.rabbitmq_url is not None
-        tag = uuid.uuid4().hex[:8]
         return RabbitMQTransport(
             self.rabbitmq_url, exchange=f"t{tag}.events", queue_prefix=f"t{tag}"
         )
@@ -97,19 +104,14 @@ class Harness:
         async with self.consumer_db.transaction() as conn:
             await conn.run_sync(effects_md.create_all)
         await self.transport.start()
-        declare = getattr(self.transport, "declare_consumer", None)
-        if declare is not None:
-            await declare("consumer", ["thing.happened"], self.retry_delays)
-
-    def consumer_loop(self) -> Callable[[asyncio.Event], Awaitable[None]]:
-        if isinstance(self.transport, InProcessTransport):
-            queue = InProcessQueue(self.consumer, batch_size=200, poll=0.2)
-            self.transport.attach(queue)
-            return queue.run
-        return self.transport.runner(self.consumer).run  # type: ignore[attr-defined,no-any-return]
+        self.runner = self.transport.runner(self.consumer)
+        spec = ConsumerSpec.of(
+            "consumer", ["thing.happened"], self.retry_delays, self.consumer_db.url
+        )
+        await self.transport.declare([spec])
 
     def start_consumer(self) -> None:
-        self.tasks.append(asyncio.create_task(self.consumer_loop()(self.stop)))
+        self.tasks.append(asyncio.create_task(self.runner.run(self.stop)))
 
     def start_relay(self) -> None:
         self.tasks.append(asyncio.create_task(self.relay.run(self.stop)))
@@ -118,11 +120,14 @@ class Harness:
         async with UnitOfWork(self.producer, "producer", self.relay.wake) as uow:
             return await uow.emit(ThingHappened(n=n), subject=subject)
 
-    async def emit_many(self, count: int, batch: int = 100) -> None:
-        for start in range(0, count, batch):
+    async def emit_many(self, count: int, batch: int = 100, start: int = 0) -> list[Envelope]:
+        """Emit events `start`…`start + count - 1`, each its own subject, `batch` per commit."""
+        sent: list[Envelope] = []
+        for first in range(start, start + count, batch):
             async with UnitOfWork(self.producer, "producer", self.relay.wake) as uow:
-                for i in range(start, min(count, start + batch)):
-                    await uow.emit(ThingHappened(n=i), subject=f"s{i}")
+                for i in range(first, min(start + count, first + batch)):
+                    sent.append(await uow.emit(ThingHappened(n=i), subject=f"s{i}"))
+        return sent
 
     async def effect_counts(self) -> Counter[str]:
         async with self.consumer_db.read() as conn:

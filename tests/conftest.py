@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from mercato.platform.settings import Settings
 from tests import services
 from tests.harness import delete_broker_topology, distributed_settings, embedded_settings
+from tests.kafka_broker import Tansu, start_tansu
 
 # Tests never read a developer's .env or environment by accident.
 for _key in [k for k in os.environ if k.startswith("MERCATO_")]:
@@ -101,3 +103,32 @@ def backend(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[Settings
     )
     yield settings
     asyncio.run(delete_broker_topology(settings))
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tansu]:
+    """One Tansu (a Kafka-compatible broker) of this test session (and xdist worker); tests
+    isolate themselves by topic and group names."""
+    broker = start_tansu(tmp_path_factory.mktemp("tansu"))
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_url(kafka_broker: Tansu) -> str:
+    """The MERCATO_BROKER_URL of the session's Tansu."""
+    return kafka_broker.url
+
+
+@pytest.fixture
+def kafka_backend(request: pytest.FixtureRequest, data_dir: Path, kafka_url: str) -> Settings:
+    """Settings like the distributed backend's (PostgreSQL, Redis) with events over Kafka: the
+    session's Tansu, with a stream topic of this test's own (groups are named by the prefix
+    `distributed_settings` draws)."""
+    return distributed_settings(
+        data_dir,
+        request.getfixturevalue("pg_database_url"),
+        kafka_url,
+        request.getfixturevalue("redis_url"),
+        broker_topic=f"t{uuid.uuid4().hex[:8]}.events",
+    )

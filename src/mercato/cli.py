@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import sys
 import time
@@ -16,16 +17,15 @@ from rich.table import Table
 from typer.exceptions import TyperException
 
 from mercato import __version__
+from mercato.backup import register as register_backup
 from mercato.identity.cli import identity_app
 from mercato.identity.settings import IdentitySettings
 from mercato.integration.cli import register as register_integration
 from mercato.integration.settings import IntegrationSettings
 from mercato.platform import instance as instances
 from mercato.platform.config import SettingsError, load
-from mercato.platform.events.admin import Redeliver
-from mercato.platform.events.envelope import Envelope
 from mercato.platform.logging import configure_logging
-from mercato.platform.runtime import ConfigurationError, Platform
+from mercato.platform.runtime import ConfigurationError
 from mercato.platform.settings import Settings, get_settings
 from mercato.secrets_cli import secrets_app
 
@@ -35,6 +35,7 @@ app.add_typer(events_app, name="events")
 app.add_typer(identity_app, name="identity")
 app.add_typer(secrets_app, name="secrets")
 register_integration(app)  # `mercato partner`, `mercato integration ...`, `mercato jobs ...`
+register_backup(app)  # `mercato backup DEST`, `mercato restore SRC`
 # soft_wrap: URLs stay whole when the output is a pipe or a log file, not an 80-column wrap.
 console = Console(soft_wrap=True)
 
@@ -230,6 +231,10 @@ def worker(
     services: Annotated[
         list[str] | None, typer.Option("--services", "-s", help="Services to work for.")
     ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve this worker's /metrics on this port.")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Where --metrics-port listens.")] = "127.0.0.1",
 ) -> None:
     """Run outbox relays, event consumers and schedulers (distributed mode)."""
     from mercato.app import build_platform
@@ -247,6 +252,10 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if metrics_port is not None:
+            from mercato.platform.metrics_server import start_metrics_server
+
+            start_metrics_server(platform, metrics_host, metrics_port, stop)
         await stop.wait()
         await platform.stop()
 
@@ -292,12 +301,12 @@ def dead_letters(
     async def main() -> None:
         try:
             if replay:
-                await platform.transport.start()
+                # Its consumers' queues are prepared as by a worker: a replay from this process
+                # reaches the consumer wherever it runs (in-process: its durable queue table).
+                await platform.open_transport()
                 for name, database in platform.databases.items():
                     try:
-                        event_id = await replay_dead_letter(
-                            database, replay, _queue_redeliver(platform, name)
-                        )
+                        event_id = await replay_dead_letter(database, replay, platform.redeliver)
                     except Exception as exc:  # not this service's dead letter
                         if type(exc).__name__ == "NotFound":
                             continue
@@ -322,19 +331,6 @@ def dead_letters(
             await platform.stop()
 
     asyncio.run(main())
-
-
-def _queue_redeliver(platform: Platform, service: str) -> Redeliver:
-    """Redelivery from a separate process: straight into the consumer's durable queue."""
-    from mercato.platform.events.inprocess import InProcessQueue, InProcessTransport
-
-    async def redeliver(consumer: str, envelope: Envelope) -> None:
-        if isinstance(platform.transport, InProcessTransport):
-            await InProcessQueue(platform.consumers[consumer]).enqueue([envelope])
-        else:
-            await platform.transport.redeliver(consumer, envelope)
-
-    return redeliver
 
 
 @events_app.command("stats")
@@ -362,6 +358,13 @@ def stats(data_dir: Annotated[Path | None, typer.Option()] = None) -> None:
     asyncio.run(main())
 
 
+class Broker(enum.StrEnum):
+    """What carries a dev cluster's events."""
+
+    rabbitmq = "rabbitmq"
+    kafka = "kafka"
+
+
 @app.command("dev-cluster")
 def dev_cluster(
     port: Annotated[int, typer.Option(help="The gateway's port (0: any free one).")] = 8080,
@@ -372,6 +375,9 @@ def dev_cluster(
     ),
     pg_admin_url: Annotated[str, typer.Option()] = "postgresql://postgres@127.0.0.1:5432/postgres",
     partner_port: Annotated[int, typer.Option(help="Partner sandbox port (0: none).")] = 8100,
+    broker: Annotated[
+        Broker, typer.Option(help="rabbitmq (on 127.0.0.1:5672) or kafka (a Tansu it starts).")
+    ] = Broker.rabbitmq,
 ) -> None:
     """Distributed mode on this machine: PostgreSQL-backed services, replicas, worker, nginx,
     and the gateway's companion (`mercato serve gateway`) for /openapi.json, /docs and /ready."""
@@ -386,6 +392,7 @@ def dev_cluster(
             port=port,
             replicas=replicas,
             partner_port=partner_port or None,
+            broker="kafka" if broker is Broker.kafka else "rabbitmq",
         )
     )
     console.print(f"starting the dev cluster in {workdir} (logs in {workdir}/logs) ...")
@@ -400,6 +407,8 @@ def dev_cluster(
         cluster.start()
         console.print(f"[bold]Mercato dev cluster[/bold] at {cluster.base_url}")
         console.print(f"  {replicas} replicas of each service behind nginx, one worker")
+        if cluster.kafka is not None:
+            console.print(f"  events over Kafka (Tansu) at {cluster.kafka.bootstrap}")
         console.print(f"  console    {cluster.base_url}/console")
         console.print(f"  API docs   {cluster.base_url}/docs   (ReDoc {cluster.base_url}/redoc)")
         console.print(f"  readiness  {cluster.base_url}/ready   (every service's replicas)")

@@ -3,7 +3,9 @@
 Starts, as child processes: the migrations, `mercato serve SERVICE` for every service and
 replica, the gateway's companion (`mercato serve gateway`: the whole OpenAPI document, docs and
 readiness), one `mercato worker`, optionally the partner sandbox, and nginx in front with the
-gateway configuration of `mercato.gateway`. PostgreSQL, Redis and RabbitMQ must be running.
+gateway configuration of `mercato.gateway`. PostgreSQL, Redis and RabbitMQ must be running;
+with `broker="kafka"` the cluster starts a Tansu of its own (a Kafka-compatible broker, from the
+`dev` extra) instead of using RabbitMQ.
 Tests use `DevCluster` directly so they can kill and restart single processes.
 
 Ports are never probed and released for a child to bind later (another process could take the
@@ -32,6 +34,7 @@ import httpx
 
 from mercato.gateway import GATEWAY, ROUTES, UPSTREAMS_ENV, render_nginx, services_upstreams_json
 from mercato.platform.secrets import generate_key
+from mercato.tansu import Tansu
 
 SERVICES = tuple(ROUTES)
 HOST = "127.0.0.1"
@@ -98,6 +101,8 @@ class ClusterConfig:
     database_url: str
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # "kafka": a Tansu of the cluster's own carries the events, and `broker_url` is unused.
+    broker: Literal["rabbitmq", "kafka"] = "rabbitmq"
     # The gateway's port; 0: any free one (see `DevCluster.base_url`).
     port: int = 8080
     replicas: int = 2
@@ -138,6 +143,7 @@ class DevCluster:
         self.base_url = f"http://{HOST}:{self.port}"
         self.children: dict[str, Child] = {}
         self.env = self._environment()
+        self.kafka: Tansu | None = None
 
     def _environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MERCATO_")}
@@ -178,6 +184,10 @@ class DevCluster:
         """Migrate, then start every process and wait until each answers and every service
         is ready behind the gateway."""
         deadline = time.monotonic() + timeout
+        if self.config.broker == "kafka" and self.kafka is None:
+            self.kafka = Tansu(self.logs / "tansu")
+            self.kafka.start()
+            self.env["MERCATO_BROKER_URL"] = self.kafka.url
         migrate = subprocess.Popen(
             self._mercato("migrate"), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
@@ -382,6 +392,8 @@ class DevCluster:
                 process.wait()
         for reserved in self._ports.values():
             reserved.close()
+        if self.kafka is not None:
+            self.kafka.stop()  # after the processes that use it
 
 
 def _holder(port: int, *, reuse_address: bool) -> socket.socket:

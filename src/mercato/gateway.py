@@ -42,9 +42,18 @@ ROUTES: Mapping[str, tuple[str, ...]] = {
 
 # The companion's name in upstreams (`mercato serve gateway`), and the exact paths it answers.
 GATEWAY = "gateway"
-GATEWAY_PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/ready", "/console")
-# And the prefixes it answers: the web console's assets (mercato.console).
-GATEWAY_PREFIXES = ("/console/",)
+GATEWAY_PATHS = (
+    "/openapi.json",
+    "/asyncapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/ready",
+    "/console",
+)
+# And the prefixes it answers: the docs pages' assets (served from an installed package) and the
+# web console's files (mercato.console).
+GATEWAY_PREFIXES = ("/docs/assets/", "/console/")
 # The environment variable naming the companion's upstreams: JSON {"service": ["host:port"]}.
 UPSTREAMS_ENV = "MERCATO_GATEWAY_UPSTREAMS"
 

@@ -30,6 +30,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from mercato import __version__
 from mercato.console import console_router
 from mercato.gateway import ROUTES
+from mercato.platform.asyncapi import add_asyncapi, consumed_types
 from mercato.platform.browser import add_docs, protect
 from mercato.platform.http_errors import install_error_handlers
 from mercato.platform.net import trust_forwarded_headers
@@ -65,6 +66,12 @@ def embedded_document(settings: Settings | None = None) -> dict[str, Any]:
     from mercato.app import create_app  # the services' code; only the document needs it
 
     return create_app(settings or get_settings()).openapi()
+
+
+def _consumed_types() -> dict[str, list[str]]:
+    from mercato.app import load_modules  # the services' code; only the documents need it
+
+    return consumed_types(load_modules())
 
 
 class _CachedDocument:
@@ -118,6 +125,8 @@ def create_gateway_app(
     async def openapi() -> Response:
         """One OpenAPI document with every service's operations."""
         return Response(await cached.body(), media_type="application/json")
+
+    add_asyncapi(app, _consumed_types, common)
 
     # Swagger UI (with its OAuth2 redirect page) and ReDoc on the whole document, the pages
     # every service serves, with the same Content-Security-Policy.

@@ -1,4 +1,4 @@
-"""The backbone's guarantees on SQLite and PostgreSQL, over in-process and RabbitMQ transports."""
+"""The backbone's guarantees on SQLite and PostgreSQL, over in-process, RabbitMQ and Kafka."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from mercato.platform.uow import UnitOfWork
 from tests.backbone import Harness, ThingHappened
 
 
-@pytest.fixture(params=["inprocess", "rabbitmq"])
+@pytest.fixture(params=["inprocess", "rabbitmq", "kafka"])
 def transport_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -25,12 +25,15 @@ async def harness(
     request: pytest.FixtureRequest, transport_kind: str, database_url: str, data_dir: Path
 ) -> AsyncIterator[Harness]:
     rabbitmq_url = request.getfixturevalue("rabbitmq_url") if transport_kind == "rabbitmq" else None
+    kafka_url = request.getfixturevalue("kafka_url") if transport_kind == "kafka" else None
     if database_url.startswith("sqlite"):
         producer_url = f"sqlite+aiosqlite:///{data_dir / 'producer.db'}"
         consumer_url = f"sqlite+aiosqlite:///{data_dir / 'consumer.db'}"
     else:
         producer_url = consumer_url = database_url  # one database, a schema per service
-    h = Harness(producer_url, consumer_url, transport_kind, rabbitmq_url=rabbitmq_url)
+    h = Harness(
+        producer_url, consumer_url, transport_kind, rabbitmq_url=rabbitmq_url, kafka_url=kafka_url
+    )
     await h.setup()
     yield h
     await h.close()

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import func, select
 
 from mercato.catalog.contracts import ProductUpserted
@@ -17,7 +18,18 @@ from tests.harness import admin, eventually, register_user, stack
 
 
 async def test_bookstore_walkthrough(backend: Settings) -> None:
-    async with stack(backend) as s:
+    await bookstore_walkthrough(backend)
+
+
+@pytest.mark.kafka
+async def test_bookstore_walkthrough_on_kafka(kafka_backend: Settings) -> None:
+    await bookstore_walkthrough(kafka_backend)
+
+
+async def bookstore_walkthrough(settings: Settings) -> None:
+    """Seed 002's walkthrough: a book bought, a second buyer out of stock, a buyer short of
+    funds, and what each party sees afterwards."""
+    async with stack(settings) as s:
         boss = await admin(s)
         book = await create_product(
             s, boss, name="Book store microservice architecture", author="Mojbaba", price=20

@@ -15,6 +15,7 @@ from mercato.accounts.settings import AccountsSettings
 from mercato.platform.auth import Principal
 from mercato.platform.auth.revocation import cut_off_subject
 from mercato.platform.net import client_address
+from mercato.platform.openapi import json_examples
 from mercato.platform.pagination import Page, PageDep
 from mercato.platform.passwords import hash_password, verify_password
 from mercato.platform.service import ServiceContext
@@ -100,6 +101,15 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             429: {"description": "too many registrations from this address; see `Retry-After`"},
             503: {"description": "password hashing is saturated; see `Retry-After`"},
         },
+        openapi_extra=json_examples(
+            a_new_customer={
+                "username": "jane",
+                "email": "jane@example.com",
+                "password": "Correct-Horse-9",
+                "confirm_password": "Correct-Horse-9",
+                "display_name": "Jane Doe",
+            }
+        ),
     )
     async def register(form: RegisterIn, request: Request) -> Profile:
         """Create an account; 409 when the username or e-mail is taken, 429 past the

@@ -18,6 +18,7 @@ from mercato.platform.auth import Principal
 from mercato.platform.errors import Forbidden, Invalid, Unauthorized
 from mercato.platform.http_inputs import ExactJsonRoute
 from mercato.platform.money import Money
+from mercato.platform.openapi import json_examples
 from mercato.platform.pagination import Page, PageDep
 from mercato.platform.service import ServiceContext
 
@@ -231,7 +232,19 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         """One product (withdrawn ones too: orders link to them)."""
         return ProductOut.of(await service.get_product(ctx.uow, str(product_id)))
 
-    @router.post("/api/v1/products", status_code=status.HTTP_201_CREATED)
+    @router.post(
+        "/api/v1/products",
+        status_code=status.HTTP_201_CREATED,
+        openapi_extra=json_examples(
+            a_book={
+                "name": "Book store microservice architecture",
+                "author": "Mojbaba",
+                "category": "books",
+                "price": "20.00",
+                "stock": 10,
+            }
+        ),
+    )
     async def create_product(_: Admin, body: ProductIn) -> ProductOut:
         """Add a product (emits `product.upserted`)."""
         return ProductOut.of(await service.create_product(ctx.uow, _values(body)))

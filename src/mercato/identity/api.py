@@ -16,6 +16,7 @@ from mercato.identity.tokens import IdentityDeps, IssuedTokens
 from mercato.identity.wiring import deps_of
 from mercato.platform.auth import Principal
 from mercato.platform.net import client_address
+from mercato.platform.openapi import json_examples
 from mercato.platform.pagination import Page, PageDep
 from mercato.platform.service import ServiceContext
 
@@ -139,7 +140,17 @@ def build_router(ctx: ServiceContext) -> APIRouter:
 
     Deps = Annotated[IdentityDeps, Depends(deps)]
 
-    @router.post("/api/v1/auth/login")
+    @router.post(
+        "/api/v1/auth/login",
+        openapi_extra=json_examples(
+            by_username={"username_or_email": "jane", "password": "Correct-Horse-9"},
+            by_email_remembered={
+                "username_or_email": "jane@example.com",
+                "password": "Correct-Horse-9",
+                "remember_me": True,
+            },
+        ),
+    )
     async def login(form: LoginIn, request: Request, response: Response, d: Deps) -> TokenPair:
         """Log in with a username or e-mail; 401 on bad credentials, 429 while throttled."""
         attempt = service.LoginAttempt(

@@ -22,11 +22,74 @@ from mercato.platform.service import ServiceContext
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 FORM_TYPE = "application/x-www-form-urlencoded"
+# The token request's form fields (RFC 6749 §4.4, §6, §4.3), so a generated client, and
+# Swagger UI's "Try it out", can send one. The body is read by hand (`read_form`): a repeated
+# field is refused, which a FastAPI `Form` model would not notice.
 _FORM_SCHEMA: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {FORM_TYPE: {"schema": {"type": "object", "additionalProperties": True}}},
-    }
+        "content": {
+            FORM_TYPE: {
+                "schema": {
+                    "title": "TokenRequest",
+                    "type": "object",
+                    "required": ["grant_type"],
+                    "properties": {
+                        "grant_type": {
+                            "type": "string",
+                            "enum": ["client_credentials", "refresh_token", "password"],
+                            "description": "`password` only when the setting turns it on.",
+                        },
+                        "client_id": {
+                            "type": "string",
+                            "description": "client_secret_post (or send HTTP Basic instead)",
+                        },
+                        "client_secret": {"type": "string", "format": "password"},
+                        "scope": {
+                            "type": "string",
+                            "description": "space-separated scopes, e.g. `catalog.read`",
+                        },
+                        "refresh_token": {"type": "string", "description": "refresh_token grant"},
+                        "username": {"type": "string", "description": "password grant"},
+                        "password": {"type": "string", "format": "password"},
+                    },
+                    "additionalProperties": False,
+                },
+                "examples": {
+                    "client_credentials": {
+                        "summary": "a machine client (client_secret_post)",
+                        "value": {
+                            "grant_type": "client_credentials",
+                            "client_id": "mercato-exporter",
+                            "client_secret": "the secret shown once at creation",
+                            "scope": "catalog.read",
+                        },
+                    },
+                },
+            }
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "RFC 6749 §5.1 access token response",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "title": "TokenResponse",
+                        "type": "object",
+                        "required": ["access_token", "token_type", "expires_in"],
+                        "properties": {
+                            "access_token": {"type": "string"},
+                            "token_type": {"type": "string", "enum": ["Bearer"]},
+                            "expires_in": {"type": "integer"},
+                            "scope": {"type": "string"},
+                            "refresh_token": {"type": "string"},
+                        },
+                    }
+                }
+            },
+        }
+    },
 }
 
 

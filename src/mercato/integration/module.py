@@ -11,6 +11,7 @@ from fastapi import APIRouter
 from mercato.integration.api import integration_router
 from mercato.integration.runtime import SERVICE, Integration
 from mercato.integration.settings import IntegrationSettings
+from mercato.platform import metrics
 from mercato.platform.migrations import MigrationHistory
 from mercato.platform.service import BackgroundTask, ServiceContext, ServiceModule
 
@@ -55,6 +56,16 @@ async def _on_stop(ctx: ServiceContext) -> None:
     await runtime(ctx).stop()
 
 
+async def _on_scrape(ctx: ServiceContext) -> None:
+    # The budget lives in the token store (Redis or the database), shared by every replica:
+    # read at scrape time, it is the same figure whichever replica is scraped.
+    for manager in await runtime(ctx).token_managers():
+        status = await manager.status()
+        metrics.budget_remaining(
+            status.name, max(0, status.budget_per_hour - status.requests_last_hour)
+        )
+
+
 MODULE = ServiceModule(
     name=SERVICE,
     migrations=MIGRATIONS,
@@ -62,4 +73,5 @@ MODULE = ServiceModule(
     on_start=_on_start,
     background=_background,
     on_stop=_on_stop,
+    on_scrape=_on_scrape,
 )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -25,6 +26,7 @@ import structlog
 from mercato.integration.domain import error_text
 from mercato.integration.jobs import Job, Progress, RunContext
 from mercato.integration.store import JobRuns, RunRecord
+from mercato.platform import metrics
 from mercato.platform.aio import wait_any
 from mercato.platform.clock import utcnow
 from mercato.platform.http import UpstreamError
@@ -200,6 +202,7 @@ class Scheduler:
             ctx.progress = progress
         beat = asyncio.create_task(self._heartbeat(run_id))
         log.info("job run started", job=name, run_id=run_id)
+        started, status = time.monotonic(), "failed"
         try:
             outcome = await job.run(ctx)
         except asyncio.CancelledError:
@@ -212,6 +215,7 @@ class Scheduler:
             await self._finish(run_id, "failed", error=text)
         else:
             log.info("job run succeeded", job=name, run_id=run_id, **outcome.counts)
+            status = "succeeded"
             await self._finish(
                 run_id,
                 "succeeded",
@@ -221,6 +225,7 @@ class Scheduler:
             )
         finally:
             beat.cancel()
+            metrics.job_run(name, status, time.monotonic() - started)
 
     async def _finish(
         self,

@@ -8,11 +8,13 @@ from fastapi import APIRouter, Depends, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from mercato.orders import service
-from mercato.orders.domain import MAX_LINES, MAX_QUANTITY, Order, OrderStatus
+from mercato.orders.domain import MAX_LINES, MAX_QUANTITY, Order, OrderStatus, TimelineEntry
 from mercato.orders.store import OrderFilter
 from mercato.platform.auth import Principal
+from mercato.platform.errors import Forbidden
 from mercato.platform.http_inputs import IdempotencyKeyDep
 from mercato.platform.money import Money
+from mercato.platform.openapi import json_examples
 from mercato.platform.pagination import Page, PageDep
 from mercato.platform.service import ServiceContext
 
@@ -88,6 +90,37 @@ class OrderOut(BaseModel):
         )
 
 
+class TimelineEventOut(BaseModel):
+    """One event that moved an order."""
+
+    type: str
+    occurred_at: datetime
+    event_id: str
+    correlation_id: str
+    causation_id: str | None
+    source: str
+
+    @classmethod
+    def of(cls, entry: TimelineEntry) -> "TimelineEventOut":
+        """The public view of a timeline entry."""
+        return cls(
+            type=entry.event_type,
+            occurred_at=entry.occurred_at,
+            event_id=entry.event_id,
+            correlation_id=entry.correlation_id,
+            causation_id=entry.causation_id,
+            source=entry.source,
+        )
+
+
+class TimelineOut(BaseModel):
+    """An order's saga as it happened: every event that moved it, oldest first."""
+
+    order_id: str
+    status: Literal["pending", "completed", "failed"]
+    events: list[TimelineEventOut]
+
+
 def _page(orders: list[Order], total: int, skip: int, limit: int) -> Page[OrderOut]:
     return Page(items=[OrderOut.of(o) for o in orders], total=total, skip=skip, limit=limit)
 
@@ -97,8 +130,20 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     router = APIRouter(tags=["orders"])
     Person = Annotated[Principal, Depends(ctx.auth.require_person)]
     Admin = Annotated[Principal, Depends(ctx.auth.require_admin)]
+    Caller = Annotated[Principal, Depends(ctx.auth.require_user)]
 
-    @router.post("/api/v1/orders", status_code=status.HTTP_202_ACCEPTED)
+    @router.post(
+        "/api/v1/orders",
+        status_code=status.HTTP_202_ACCEPTED,
+        openapi_extra=json_examples(
+            two_lines={
+                "items": [
+                    {"product_id": "0193a0a0-0000-7000-8000-00000000000a", "quantity": 1},
+                    {"product_id": "0193a0a0-0000-7000-8000-00000000000b", "quantity": 2},
+                ]
+            }
+        ),
+    )
     async def place(caller: Person, body: OrderIn, key: IdempotencyKeyDep) -> OrderOut:
         """Place an order: 202 while wallet and catalog answer; poll it until it is final."""
         order = await service.place_order(
@@ -126,6 +171,20 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         """One of the caller's orders (404 for anyone else's; admins see all)."""
         viewer = None if caller.is_admin else caller.sub
         return OrderOut.of(await service.get_order(ctx.database, str(order_id), viewer))
+
+    @router.get("/api/v1/orders/{order_id}/timeline")
+    async def timeline(caller: Caller, order_id: UUID) -> TimelineOut:
+        """The events that moved one of the caller's orders, oldest first (404 for anyone
+        else's; admins, machines with `mercato.admin` included, see all)."""
+        if caller.is_machine and not caller.is_admin:
+            raise Forbidden("admin rights or the order's owner required")
+        viewer = None if caller.is_admin else caller.sub
+        order, entries = await service.get_timeline(ctx.database, str(order_id), viewer)
+        return TimelineOut(
+            order_id=order.id,
+            status=order.status.value,
+            events=[TimelineEventOut.of(entry) for entry in entries],
+        )
 
     @router.get("/api/v1/admin/orders")
     async def all_orders(

@@ -52,6 +52,19 @@ class StockStep(StrEnum):
     RELEASED = "released"
 
 
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One event that moved an order: its type, when it happened, and its tracing ids."""
+
+    order_id: str
+    event_id: str
+    event_type: str
+    occurred_at: datetime
+    correlation_id: str
+    causation_id: str | None
+    source: str
+
+
 PAYMENT_EDGES = frozenset(
     {
         (PaymentStep.PENDING, PaymentStep.DEBITED),

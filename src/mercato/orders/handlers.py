@@ -1,4 +1,7 @@
-"""Orders' event consumers: the saga's answers, the product replica, deleted users."""
+"""Orders' event consumers: the saga's answers, the product replica, deleted users.
+
+Each saga answer also goes on its order's timeline, in the transaction that applies it.
+"""
 
 from __future__ import annotations
 
@@ -19,32 +22,44 @@ from mercato.wallet.contracts import PaymentDebited, PaymentRefunded, PaymentRej
 
 async def on_payment_debited(_: ServiceContext, envelope: Envelope, uow: UnitOfWork) -> None:
     """Wallet took the total."""
-    await saga.payment_debited(uow, envelope.payload(PaymentDebited))
+    event = envelope.payload(PaymentDebited)
+    await saga.record_event(uow, event.order_id, envelope)
+    await saga.payment_debited(uow, event)
 
 
 async def on_payment_rejected(_: ServiceContext, envelope: Envelope, uow: UnitOfWork) -> None:
     """Wallet refused the order."""
-    await saga.payment_rejected(uow, envelope.payload(PaymentRejected))
+    event = envelope.payload(PaymentRejected)
+    await saga.record_event(uow, event.order_id, envelope)
+    await saga.payment_rejected(uow, event)
 
 
 async def on_payment_refunded(_: ServiceContext, envelope: Envelope, uow: UnitOfWork) -> None:
     """Wallet refunded a failed order."""
-    await saga.payment_refunded(uow, envelope.payload(PaymentRefunded))
+    event = envelope.payload(PaymentRefunded)
+    await saga.record_event(uow, event.order_id, envelope)
+    await saga.payment_refunded(uow, event)
 
 
 async def on_stock_reserved(_: ServiceContext, envelope: Envelope, uow: UnitOfWork) -> None:
     """Catalog took the stock."""
-    await saga.stock_reserved(uow, envelope.payload(StockReserved))
+    event = envelope.payload(StockReserved)
+    await saga.record_event(uow, event.order_id, envelope)
+    await saga.stock_reserved(uow, event)
 
 
 async def on_stock_rejected(_: ServiceContext, envelope: Envelope, uow: UnitOfWork) -> None:
     """Catalog refused the order."""
-    await saga.stock_rejected(uow, envelope.payload(StockRejected))
+    event = envelope.payload(StockRejected)
+    await saga.record_event(uow, event.order_id, envelope)
+    await saga.stock_rejected(uow, event)
 
 
 async def on_stock_released(_: ServiceContext, envelope: Envelope, uow: UnitOfWork) -> None:
     """Catalog released a failed order's stock."""
-    await saga.stock_released(uow, envelope.payload(StockReleased))
+    event = envelope.payload(StockReleased)
+    await saga.record_event(uow, event.order_id, envelope)
+    await saga.stock_released(uow, event)
 
 
 async def on_product_upserted(_: ServiceContext, envelope: Envelope, uow: UnitOfWork) -> None:

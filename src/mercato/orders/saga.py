@@ -36,14 +36,17 @@ from mercato.orders.domain import (
     PaymentStep,
     ReplicaProduct,
     StockStep,
+    TimelineEntry,
     Transition,
     fail,
     record_payment,
     record_stock,
     replica_applies,
 )
-from mercato.orders.store import OrderRepository, ReplicaRepository
+from mercato.orders.store import OrderRepository, ReplicaRepository, TimelineRepository
+from mercato.platform import metrics
 from mercato.platform.clock import utcnow
+from mercato.platform.events import Envelope
 from mercato.platform.uow import UnitOfWork
 from mercato.wallet.contracts import PaymentDebited, PaymentRefunded, PaymentRejected
 
@@ -52,10 +55,28 @@ log = structlog.get_logger("mercato.orders")
 USER_DELETED = "user_deleted"
 
 
+async def record_event(uow: UnitOfWork, order_id: str, envelope: Envelope) -> None:
+    """Add an event that concerns `order_id` to its timeline, in the transaction at hand."""
+    await TimelineRepository(uow.connection).add(
+        TimelineEntry(
+            order_id=order_id,
+            event_id=envelope.id,
+            event_type=envelope.type,
+            occurred_at=envelope.occurred_at,
+            correlation_id=envelope.correlation_id,
+            causation_id=envelope.causation_id,
+            source=envelope.source,
+        )
+    )
+
+
 async def _announce(uow: UnitOfWork, transition: Transition) -> None:
     order = transition.order
+    if transition.announce is None:
+        return
+    uow.after_commit(lambda: metrics.order_status(order.status.value, order.created_at))
     if transition.announce is Announce.COMPLETED:
-        await uow.emit(
+        envelope = await uow.emit(
             OrderCompleted(
                 order_id=order.id,
                 user_id=order.user_id,
@@ -65,8 +86,8 @@ async def _announce(uow: UnitOfWork, transition: Transition) -> None:
             subject=order.id,
         )
         log.info("completing order", order_id=order.id)
-    elif transition.announce is Announce.FAILED:
-        await uow.emit(
+    else:
+        envelope = await uow.emit(
             OrderFailed(
                 order_id=order.id,
                 user_id=order.user_id,
@@ -76,6 +97,7 @@ async def _announce(uow: UnitOfWork, transition: Transition) -> None:
             subject=order.id,
         )
         log.info("failing order", order_id=order.id, reason=order.fail_reason)
+    await record_event(uow, order.id, envelope)
 
 
 async def _apply(uow: UnitOfWork, order_id: str, step: Callable[[Order], Transition]) -> None:

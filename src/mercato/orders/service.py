@@ -14,9 +14,17 @@ from mercato.orders.domain import (
     PaymentStep,
     PlacementRefused,
     StockStep,
+    TimelineEntry,
     price_lines,
 )
-from mercato.orders.store import OrderFilter, OrderRepository, ReplicaRepository
+from mercato.orders.saga import record_event
+from mercato.orders.store import (
+    OrderFilter,
+    OrderRepository,
+    ReplicaRepository,
+    TimelineRepository,
+)
+from mercato.platform import metrics
 from mercato.platform.clock import utcnow
 from mercato.platform.db import Database
 from mercato.platform.errors import Invalid, NotFound
@@ -74,7 +82,7 @@ async def place_order(uow_factory: UnitOfWorkFactory, placement: Placement) -> O
             updated_at=now,
         )
         await repo.add(order)
-        await uow.emit(
+        placed = await uow.emit(
             OrderPlaced(
                 order_id=order.id,
                 user_id=order.user_id,
@@ -87,9 +95,11 @@ async def place_order(uow_factory: UnitOfWorkFactory, placement: Placement) -> O
             ),
             subject=order.id,
         )
+        await record_event(uow, order.id, placed)
         if key is not None:
             await keys.store(placement.user_id, key, 202, {"order_id": order.id})
     log.info("order placed", order_id=order.id, user_id=order.user_id)
+    metrics.order_status(OrderStatus.PENDING.value)
     return order
 
 
@@ -108,3 +118,14 @@ async def list_orders(
     """A page of orders, newest first."""
     async with database.read() as conn:
         return await OrderRepository(conn).page(flt, skip, limit)
+
+
+async def get_timeline(
+    database: Database, order_id: str, viewer: str | None
+) -> tuple[Order, list[TimelineEntry]]:
+    """An order and the events that moved it, oldest first; 404 as `get_order` says."""
+    async with database.read() as conn:
+        order = await OrderRepository(conn).get(order_id)
+        if order is None or (viewer is not None and order.user_id != viewer):
+            raise NotFound("no such order")
+        return order, await TimelineRepository(conn).of(order_id)

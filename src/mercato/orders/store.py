@@ -17,6 +17,7 @@ from mercato.orders.domain import (
     PaymentStep,
     ReplicaProduct,
     StockStep,
+    TimelineEntry,
 )
 from mercato.platform.db import Cents, UTCDateTime, insert_ignore, naming_metadata
 
@@ -59,6 +60,21 @@ product_replica = Table(
     Column("version", Integer, nullable=False),
     # A tombstone, so a `product.upserted` older than the deletion cannot bring it back.
     Column("deleted", Boolean, nullable=False),
+)
+
+
+# The events that moved each order, written in the transaction that applied (or emitted) them,
+# so the timeline never shows an event whose effect rolled back.
+order_timeline = Table(
+    "order_timeline",
+    metadata,
+    Column("order_id", String(36), primary_key=True),
+    Column("event_id", String(36), primary_key=True),
+    Column("event_type", String(100), nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("correlation_id", String(128), nullable=False),
+    Column("causation_id", String(36), nullable=True),
+    Column("source", String(64), nullable=False),
 )
 
 
@@ -241,3 +257,36 @@ class ReplicaRepository:
                 )
                 .values(**values)
             )
+
+
+class TimelineRepository:
+    """The events each order went through."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, entry: TimelineEntry) -> None:
+        """Record an event of an order (once, however often it is delivered)."""
+        await insert_ignore(
+            self.conn,
+            order_timeline,
+            {
+                "order_id": entry.order_id,
+                "event_id": entry.event_id,
+                "event_type": entry.event_type,
+                "occurred_at": entry.occurred_at,
+                "correlation_id": entry.correlation_id,
+                "causation_id": entry.causation_id,
+                "source": entry.source,
+            },
+            ["order_id", "event_id"],
+        )
+
+    async def of(self, order_id: str) -> list[TimelineEntry]:
+        """An order's events, oldest first."""
+        rows = await self.conn.execute(
+            select(order_timeline)
+            .where(order_timeline.c.order_id == order_id)
+            .order_by(order_timeline.c.occurred_at, order_timeline.c.event_id)
+        )
+        return [TimelineEntry(**dict(r)) for r in rows.mappings()]

@@ -29,6 +29,8 @@ from typing import Any, Literal
 import httpx
 import structlog
 
+from mercato.platform import metrics
+
 log = structlog.get_logger("mercato.http")
 
 Clock = Callable[[], float]
@@ -140,6 +142,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at: float | None = None
         self._probe_in_flight = False
+        metrics.watch_circuit(name, self)
 
     @property
     def state(self) -> BreakerState:

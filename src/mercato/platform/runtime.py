@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from functools import partial
 from typing import Any, Literal
 
@@ -13,6 +14,7 @@ import structlog
 from fastapi import FastAPI
 
 from mercato.platform.aio import wait_any
+from mercato.platform.asyncapi import add_asyncapi, consumed_types
 from mercato.platform.auth import (
     MemoryRevocationStore,
     RedisRevocationStore,
@@ -25,9 +27,9 @@ from mercato.platform.db import Database
 from mercato.platform.events.api import events_router
 from mercato.platform.events.consumer import EventConsumer
 from mercato.platform.events.envelope import Envelope
-from mercato.platform.events.inprocess import InProcessQueue, InProcessTransport, ParkedQueue
 from mercato.platform.events.relay import OutboxRelay
-from mercato.platform.events.transport import Subscription, Transport
+from mercato.platform.events.transport import ConsumerRunner, ConsumerSpec, Subscription, Transport
+from mercato.platform.metrics_access import metrics_guard, scrape_refresher
 from mercato.platform.migrations import upgrade
 from mercato.platform.secrets import SecretsKeyError, missing_key_message, secret_box
 from mercato.platform.service import BackgroundTask, ServiceContext, ServiceModule, SharedState
@@ -99,6 +101,7 @@ class Platform:
         self.databases = {
             m.name: Database(m.name, settings.database_url_for(m.name)) for m in self.modules
         }
+        self._runners: dict[str, ConsumerRunner] = {}
         self.relays: dict[str, OutboxRelay] = {}
         self.contexts: dict[str, ServiceContext] = {}
         for module in self.modules:
@@ -108,6 +111,7 @@ class Platform:
                 self.transport,
                 batch_size=settings.relay_batch_size,
                 poll=settings.relay_poll_seconds,
+                keep_sent=timedelta(seconds=settings.event_log_keep),
             )
             self.relays[module.name] = relay
             self.contexts[module.name] = ServiceContext(
@@ -120,8 +124,6 @@ class Platform:
                 redeliver=self.transport.redeliver,
                 role=role,
             )
-        # Databases of consumers of the installation that do not run here (in-process only).
-        self._parked: dict[str, Database] = {}
         self.consumers: dict[str, EventConsumer] = {}
         for module in self.modules:
             if not module.handlers:
@@ -136,15 +138,7 @@ class Platform:
             )
 
     def _make_transport(self) -> Transport:
-        if self.settings.broker_url:
-            from mercato.platform.events.rabbitmq import RabbitMQTransport
-
-            return RabbitMQTransport(
-                self.settings.broker_url,
-                exchange=self.settings.broker_exchange,
-                queue_prefix=self.settings.broker_queue_prefix,
-            )
-        return InProcessTransport()
+        return make_transport(self.settings)
 
     @property
     def runs_workers(self) -> bool:
@@ -162,39 +156,39 @@ class Platform:
         self._stop.clear()
         if self.migrate_on_start:
             await self.migrate()
-        await self.transport.start()
-        await self._declare_topology()
+        await self.open_transport()
         for module in self.modules:
             if module.on_start is not None:
                 await module.on_start(self.contexts[module.name])
-        if self.runs_workers:
-            await self._park_absent_consumers()
         self._start_loops()
         log.info("platform started", role=self.role, services=[m.name for m in self.modules])
 
-    async def _declare_topology(self) -> None:
-        declare = getattr(self.transport, "declare_consumer", None)
-        if declare is None:
-            return
-        for module in self.topology:
-            if module.handlers:
-                await declare(module.name, module.handlers, self.settings.event_retry_delays)
+    async def open_transport(self) -> None:
+        """Connect the transport, make the runners of this process's consumers, and declare
+        every consumer of the installation before any relay publishes."""
+        await self.transport.start()
+        self._runners = (
+            {name: self.transport.runner(c) for name, c in self.consumers.items()}
+            if self.runs_workers
+            else {}
+        )
+        # On a broker every process declares (queues must exist before its relay publishes);
+        # in-process, only a process running consumers relays, so only it prepares the others.
+        if self.runs_workers or self.transport.crosses_processes:
+            await self.transport.declare(self.consumer_specs())
 
-    async def _park_absent_consumers(self) -> None:
-        # The in-process transport's counterpart of declaring every consumer's queue on the
-        # broker: an event for a service that is not running in this process is committed to
-        # that service's own queue table, to be applied when it starts.
-        if not isinstance(self.transport, InProcessTransport):
-            return
-        for module in self.topology:
-            if not module.handlers or module.name in self.consumers:
-                continue
-            if self.transport.attached(module.name):
-                continue
-            database = Database(module.name, self.settings.database_url_for(module.name))
-            await upgrade(database, [])  # only the platform's event tables
-            self._parked[module.name] = database
-            self.transport.attach(ParkedQueue(module.name, database, module.handlers))
+    def consumer_specs(self) -> list[ConsumerSpec]:
+        """Every consumer of the installation (run here or not), as transports prepare them."""
+        return [
+            ConsumerSpec.of(
+                module.name,
+                module.handlers,
+                self.settings.event_retry_delays,
+                self.settings.database_url_for(module.name),
+            )
+            for module in self.topology
+            if module.handlers
+        ]
 
     def _start_loops(self) -> None:
         loops: list[tuple[str, BackgroundTask]] = []
@@ -203,14 +197,14 @@ class Platform:
         # safely: each batch is taken with SKIP LOCKED).
         # With the in-process transport only a process running the consumers may relay: a
         # relay elsewhere would mark events sent that reach no consumer.
-        if self.runs_workers or not isinstance(self.transport, InProcessTransport):
+        if self.runs_workers or self.transport.crosses_processes:
             for name, relay in self.relays.items():
                 loops.append((f"relay:{name}", relay.run))
         if not self.runs_workers:
             self._launch(loops)
             return
-        for name, consumer in self.consumers.items():
-            loops.append((f"consumer:{name}", self._consumer_loop(consumer)))
+        for name, runner in self._runners.items():
+            loops.append((f"consumer:{name}", runner.run))
         for module in self.modules:
             if module.background is not None:
                 for index, task in enumerate(module.background(self.contexts[module.name])):
@@ -220,14 +214,6 @@ class Platform:
     def _launch(self, loops: list[tuple[str, BackgroundTask]]) -> None:
         for name, loop in loops:
             self._tasks.append(asyncio.create_task(self._supervise(name, loop), name=name))
-
-    def _consumer_loop(self, consumer: EventConsumer) -> BackgroundTask:
-        if isinstance(self.transport, InProcessTransport):
-            queue = InProcessQueue(consumer, batch_size=self.settings.consumer_batch_size, poll=1.0)
-            self.transport.attach(queue)
-            return queue.run
-        runner = self.transport.runner(consumer)  # type: ignore[attr-defined]
-        return runner.run  # type: ignore[no-any-return]
 
     async def _supervise(self, name: str, loop: BackgroundTask) -> None:
         # A loop that crashes is restarted after a pause instead of silently dying.
@@ -254,9 +240,8 @@ class Platform:
             if module.on_stop is not None:
                 await module.on_stop(self.contexts[module.name])
         await self.transport.close()
-        for database in [*self.databases.values(), *self._parked.values()]:
+        for database in self.databases.values():
             await database.dispose()
-        self._parked.clear()
         await self._http.aclose()
         if self.shared.redis is not None:
             await self.shared.redis.aclose()
@@ -282,6 +267,15 @@ class Platform:
             max_body_bytes=self.settings.max_body_bytes,
             trusted_proxies=self.settings.trusted_proxies,
             cors_origins=self.settings.cors_origins,
+            metrics_guard=metrics_guard(self.settings.metrics_allow, self.auth.optional),
+            metrics_refresh=scrape_refresher(
+                self.databases,
+                [
+                    partial(module.on_scrape, self.contexts[module.name])
+                    for module in self.modules
+                    if module.on_scrape is not None
+                ],
+            ),
             readiness=checks,
             ready_services=self._readiness_by_service([name for name, _ in checks]),
             lifespan=lifespan,
@@ -290,6 +284,7 @@ class Platform:
             if module.router is not None:
                 app.include_router(module.router(self.contexts[module.name]))
         app.include_router(events_router(self.databases, self.redeliver, self.auth.require_admin))
+        add_asyncapi(app, lambda: consumed_types(self.topology), self.settings)
         if self.role == "embedded":
             # The web console: pages over this same public API (in distributed mode the
             # gateway's companion serves them, mercato.gateway_app).
@@ -317,12 +312,11 @@ class Platform:
                 await redis.ping()
 
             checks.append(("redis", check_redis))
-        if self.settings.broker_url:
+        if self.transport.crosses_processes:
             transport = self.transport
 
             async def check_broker() -> None:
-                ready = getattr(transport, "is_connected", None)
-                if ready is not None and not ready():
+                if not await transport.is_ready():
                     raise ConnectionError("broker not connected")
 
             checks.append(("broker", check_broker))
@@ -336,6 +330,25 @@ class Platform:
             module.name: [name for name in names if name == f"database:{module.name}"] + shared
             for module in self.modules
         }
+
+
+def make_transport(settings: Settings) -> Transport:
+    """The transport `MERCATO_BROKER_URL` names: `kafka://` Kafka, `amqp://` RabbitMQ, none the
+    in-process one."""
+    url = settings.broker_url
+    if url and url.startswith("kafka://"):
+        from mercato.platform.events.kafka import KafkaTransport
+
+        return KafkaTransport(url, topic=settings.broker_topic, prefix=settings.broker_queue_prefix)
+    if url:
+        from mercato.platform.events.rabbitmq import RabbitMQTransport
+
+        return RabbitMQTransport(
+            url, exchange=settings.broker_exchange, queue_prefix=settings.broker_queue_prefix
+        )
+    from mercato.platform.events.inprocess import InProcessTransport
+
+    return InProcessTransport(batch_size=settings.consumer_batch_size, poll=1.0)
 
 
 class ConfigurationError(RuntimeError):

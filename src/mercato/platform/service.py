@@ -75,3 +75,5 @@ class ServiceModule:
     background: Callable[[ServiceContext], Sequence[BackgroundTask]] | None = None
     # Runs at shutdown, before the database is closed.
     on_stop: Callable[[ServiceContext], Awaitable[None]] | None = None
+    # Runs before `/metrics` answers, to set gauges of state the service keeps elsewhere.
+    on_scrape: Callable[[ServiceContext], Awaitable[None]] | None = None

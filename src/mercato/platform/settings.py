@@ -29,8 +29,12 @@ class Settings(BaseSettings):
     database_url: str | None = None
     redis_url: str | None = None
     redis_prefix: str = "mercato"
+    # amqp://… (RabbitMQ) or kafka://host:9092[,host2:9092] (Kafka); none: in-process events.
     broker_url: str | None = None
     broker_exchange: str = "mercato.events"
+    # Kafka: the one topic of the event stream (RabbitMQ's counterpart is the exchange).
+    broker_topic: str = "mercato.events"
+    # RabbitMQ's queues and Kafka's consumer groups and per-service topics start with this.
     broker_queue_prefix: str = "mercato"
     issuer: str = "http://localhost:8000"
     audience: str = "mercato"
@@ -44,6 +48,8 @@ class Settings(BaseSettings):
     event_retry_delays: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_DELAYS
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     relay_poll_seconds: Duration = Field(default=1.0, gt=0)
+    # How long sent events stay in the outbox for the event log before the relay prunes them.
+    event_log_keep: Duration = Field(default=7 * 86400.0, gt=0)
     consumer_batch_size: int = Field(default=200, ge=1, le=10_000)
     max_body_bytes: int = 1024 * 1024
     # The most a person may add to their own wallet in one top-up (admins are not capped).
@@ -59,12 +65,16 @@ class Settings(BaseSettings):
     # default: CORS is off (mercato.platform.browser).
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
 
-    @field_validator("trusted_proxies", "cors_origins", mode="before")
+    # Where `/metrics` may be scraped from without a token (CIDRs, comma-separated); loopback by
+    # default. Others need an admin's token (mercato.platform.metrics_access).
+    metrics_allow: Annotated[tuple[str, ...], NoDecode] = ("127.0.0.0/8", "::1/128")
+
+    @field_validator("trusted_proxies", "cors_origins", "metrics_allow", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         return value.split(",") if isinstance(value, str) else value
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "metrics_allow")
     @classmethod
     def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return parse_networks(value)
@@ -95,7 +105,7 @@ class Settings(BaseSettings):
 
     @property
     def distributed(self) -> bool:
-        """True when a broker is configured: events travel through RabbitMQ."""
+        """True when a broker is configured: events travel through RabbitMQ or Kafka."""
         return self.broker_url is not None
 
 

@@ -34,6 +34,7 @@ import httpx
 import structlog
 from pydantic import BaseModel, SecretStr
 
+from mercato.platform import metrics
 from mercato.platform.http import ResilientClient, Sleep, UpstreamError, parse_retry_after
 from mercato.platform.token_stores import MemoryTokenStore, StoredToken, TokenStore
 
@@ -294,6 +295,7 @@ class TokenManager(httpx.Auth):
                 raise TokenBudgetExhausted(self.name, retry_after)
             token = await self._request_token(now)
         except TokenError as exc:
+            metrics.token_request(self.name, _outcome(exc))
             await self._record_error(str(exc))
             if current is None or not self._valid(current, now):
                 log.warning("token unavailable", upstream=self.name, error=str(exc))
@@ -309,6 +311,7 @@ class TokenManager(httpx.Auth):
             )
             self._token = current
             return current.access_token
+        metrics.token_request(self.name, "ok")
         await self.store.save_token(self.name, token, now=self._clock())
         await self._record_error(None)
         log.info("token fetched", upstream=self.name, expires_in=round(token.lifetime))
@@ -383,6 +386,15 @@ class TokenManager(httpx.Auth):
             raise TokenRequestFailed(self.name, status=status, error="malformed token response")
         # Lifetime counted from when we asked: errs on the early side.
         return StoredToken(access_token=access_token, issued_at=now, expires_at=now + expires_in)
+
+
+def _outcome(exc: TokenError) -> str:
+    """How `mercato_upstream_token_requests_total` labels a failed token request."""
+    if isinstance(exc, TokenBudgetExhausted):
+        return "budget_exhausted"
+    if isinstance(exc, TokenRequestFailed):
+        return "failed"
+    return "error"
 
 
 def _consume_exception(task: asyncio.Task[str]) -> None:

@@ -35,6 +35,7 @@ class UnitOfWork:
         self._conn: AsyncConnection | None = None
         self.emitted: list[Envelope] = []
         self._pending: list[Envelope] = []
+        self._after_commit: list[Callable[[], None]] = []
 
     @property
     def connection(self) -> AsyncConnection:
@@ -46,6 +47,7 @@ class UnitOfWork:
     async def __aenter__(self) -> Self:
         self.emitted = []
         self._pending = []
+        self._after_commit = []
         self._tx = self.database.transaction()
         self._conn = await self._tx.__aenter__()
         return self
@@ -68,7 +70,15 @@ class UnitOfWork:
         await tx.__aexit__(exc_type, exc, tb)
         if exc_type is None and self.emitted and self._on_commit is not None:
             self._on_commit()
+        if exc_type is None:
+            for callback in self._after_commit:
+                callback()
         return None
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once this transaction has committed (never if it rolls back): for
+        what must only count what happened, such as metrics."""
+        self._after_commit.append(callback)
 
     async def emit(
         self,
@@ -103,6 +113,7 @@ class UnitOfWork:
                 "event_id": envelope.id,
                 "event_type": envelope.type,
                 "subject": envelope.subject,
+                "correlation_id": envelope.correlation_id,
                 "envelope": envelope.to_json(),
                 "created_at": now,
             }

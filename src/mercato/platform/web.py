@@ -11,7 +11,7 @@ from http import HTTPStatus
 from typing import Any
 
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -180,13 +180,16 @@ def create_base_app(
     lifespan: Any = None,
     trusted_proxies: Sequence[str] = (),
     cors_origins: Sequence[str] = (),
+    metrics_guard: Callable[[Request], Awaitable[None]] | None = None,
+    metrics_refresh: Callable[[], Awaitable[None]] | None = None,
 ) -> FastAPI:
     """A FastAPI app with the platform's errors, middleware and operational endpoints.
 
     `ready_services` names, for each service of the process, the readiness checks it depends
     on; `/ready` reports each service's status from them. `trusted_proxies` (CIDRs) are the
     peers whose `X-Forwarded-For` names the client (`mercato.platform.net`); `cors_origins`
-    the browser origins allowed to read answers (`mercato.platform.browser`).
+    the browser origins allowed to read answers (`mercato.platform.browser`). `/metrics` runs
+    `metrics_guard` first (who may read it) and `metrics_refresh` (gauges computed at scrape).
     """
     app = FastAPI(
         title=title,
@@ -233,8 +236,12 @@ def create_base_app(
         return JSONResponse(body, 200 if ok else 503)
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
         """Prometheus exposition."""
+        if metrics_guard is not None:
+            await metrics_guard(request)
+        if metrics_refresh is not None:
+            await metrics_refresh()
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -11,6 +11,7 @@ from mercato.platform.auth import Principal
 from mercato.platform.errors import Forbidden, Invalid
 from mercato.platform.http_inputs import ExactJsonRoute, IdempotencyKeyDep
 from mercato.platform.money import Money
+from mercato.platform.openapi import json_examples
 from mercato.platform.pagination import Page, PageDep
 from mercato.platform.service import ServiceContext
 from mercato.wallet import service
@@ -90,7 +91,13 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         found = await service.balance(ctx.database, target, own=target == caller.sub)
         return BalanceOut(user_id=found.user_id, balance=found.balance)
 
-    @router.post("/api/v1/wallet/topup")
+    @router.post(
+        "/api/v1/wallet/topup",
+        openapi_extra=json_examples(
+            own_wallet={"amount": "100.00"},
+            by_an_admin={"amount": 250, "user_id": "0193a0a0-0000-7000-8000-000000000001"},
+        ),
+    )
     async def top_up(caller: Caller, body: TopUpIn, key: IdempotencyKeyDep) -> BalanceOut:
         """Add to a balance; send an `Idempotency-Key` to make retries safe."""
         if not (caller.is_admin or caller.is_person):

@@ -15,6 +15,7 @@ from mercato.platform.events.admin import (
     list_dead_letters,
     replay_dead_letter,
 )
+from mercato.platform.events.log import EventFilter, LoggedEvent, list_events
 from mercato.platform.pagination import Page, PageDep
 
 
@@ -52,6 +53,19 @@ def events_router(
         """Deliver a dead letter to its consumer again."""
         event_id = await replay_dead_letter(database, dead_letter_id, redeliver)
         return {"id": dead_letter_id, "event_id": event_id, "status": "requeued"}
+
+    @router.get("/{service}/events", response_model=Page[LoggedEvent])
+    async def events(
+        database: DatabaseDep,
+        page: PageDep,
+        event_type: Annotated[str | None, Query(alias="type", max_length=100)] = None,
+        subject: Annotated[str | None, Query(max_length=100)] = None,
+        correlation_id: Annotated[str | None, Query(max_length=128)] = None,
+    ) -> Page[LoggedEvent]:
+        """Events this service published, newest first (sent ones are kept a week by default);
+        payload fields marked secret are masked."""
+        flt = EventFilter(type=event_type, subject=subject, correlation_id=correlation_id)
+        return await list_events(database, flt, skip=page.skip, limit=page.limit)
 
     @router.get("/{service}/stats", response_model=EventStats, status_code=status.HTTP_200_OK)
     async def stats(database: DatabaseDep) -> EventStats:

@@ -20,6 +20,7 @@ from mercato.platform.events.envelope import (
 from mercato.platform.events.tables import dead_letters, inbox
 from mercato.platform.events.transport import Subscription
 from mercato.platform.ids import new_id_str
+from mercato.platform.metrics import Handled, handled
 from mercato.platform.uow import UnitOfWork
 
 log = structlog.get_logger("mercato.events")
@@ -37,6 +38,14 @@ class Outcome(enum.Enum):
     DUPLICATE = "duplicate"
     RETRY = "retry"
     DEAD = "dead"
+
+
+_HANDLED = {
+    Outcome.DONE: Handled.APPLIED,
+    Outcome.DUPLICATE: Handled.DUPLICATE,
+    Outcome.RETRY: Handled.RETRIED,
+    Outcome.DEAD: Handled.DEAD_LETTERED,
+}
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,7 @@ class EventConsumer:
                     await handler(envelope, uow)
                 if in_transaction is not None:
                     await in_transaction(uow.connection)
-            return Delivery(Outcome.DONE if fresh else Outcome.DUPLICATE)
+            return self._counted(envelope, Delivery(Outcome.DONE if fresh else Outcome.DUPLICATE))
         except Exception as exc:
             return self._failed(envelope, attempt, exc)
         finally:
@@ -119,8 +128,13 @@ class EventConsumer:
             **envelope.for_log(),
         )
         if delay is None:
-            return Delivery(Outcome.DEAD, error=error)
-        return Delivery(Outcome.RETRY, delay=delay, error=error)
+            return self._counted(envelope, Delivery(Outcome.DEAD, error=error))
+        return self._counted(envelope, Delivery(Outcome.RETRY, delay=delay, error=error))
+
+    def _counted(self, envelope: Envelope, delivery: Delivery) -> Delivery:
+        """`delivery`, counted in `mercato_events_handled_total` (and its lag when applied)."""
+        handled(self.name, envelope.type, _HANDLED[delivery.outcome], envelope.occurred_at)
+        return delivery
 
     async def handle_batch(
         self, envelopes: Sequence[Envelope], in_transaction: BatchTransaction | None = None
@@ -158,7 +172,7 @@ class EventConsumer:
                 )
                 return results
             for index, outcome in zip(segment, outcomes, strict=True):
-                results[index] = Delivery(outcome)
+                results[index] = self._counted(envelopes[index], Delivery(outcome))
         return results
 
     async def _apply(

@@ -22,6 +22,8 @@ from mercato.platform.db import Database, insert_ignore
 from mercato.platform.events.consumer import Delivery, EventConsumer, Outcome
 from mercato.platform.events.envelope import Envelope
 from mercato.platform.events.tables import incoming
+from mercato.platform.events.transport import ConsumerSpec
+from mercato.platform.migrations import upgrade
 
 log = structlog.get_logger("mercato.events")
 
@@ -229,19 +231,39 @@ class ParkedQueue:
 class InProcessTransport:
     """Delivers published events into the queue of every consumer that subscribes to them."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, batch_size: int = 200, poll: float = 1.0) -> None:
+        self.batch_size = batch_size
+        self.poll = poll
         self._queues: dict[str, QueueTarget] = {}
+        self._parked: list[Database] = []
+
+    @property
+    def crosses_processes(self) -> bool:
+        """No: events reach only the consumers attached in this process."""
+        return False
 
     def attach(self, queue: QueueTarget) -> None:
         """Register a consumer's queue (a running one, or a parked one)."""
         self._queues[queue.name] = queue
 
-    def attached(self, name: str) -> bool:
-        """Whether a queue for consumer `name` is registered."""
-        return name in self._queues
-
     async def start(self) -> None:
         """Nothing to connect."""
+
+    def runner(self, consumer: EventConsumer) -> InProcessQueue:
+        """The drain loop of one consumer of this process, attached so publishes reach it."""
+        queue = InProcessQueue(consumer, batch_size=self.batch_size, poll=self.poll)
+        self.attach(queue)
+        return queue
+
+    async def declare(self, consumers: Sequence[ConsumerSpec]) -> None:
+        """Park every consumer that has no running queue here (see `ParkedQueue`)."""
+        for spec in consumers:
+            if spec.name in self._queues:
+                continue
+            database = Database(spec.name, spec.database_url)
+            await upgrade(database, [])  # only the platform's event tables
+            self._parked.append(database)
+            self.attach(ParkedQueue(spec.name, database, spec.event_types))
 
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
         """Commit each event into every subscribed consumer's queue before returning."""
@@ -252,5 +274,13 @@ class InProcessTransport:
         """Queue one event again for one consumer."""
         await self._queues[consumer].enqueue([envelope])
 
+    async def is_ready(self) -> bool:
+        """Always: there is nothing to connect to (each database has its own check)."""
+        return True
+
     async def close(self) -> None:
-        """Nothing to disconnect."""
+        """Forget the queues and close the parked consumers' databases."""
+        self._queues.clear()
+        parked, self._parked = self._parked, []
+        for database in parked:
+            await database.dispose()

@@ -10,9 +10,7 @@ is requeued in a tight loop.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
 
 import aio_pika
 import structlog
@@ -23,24 +21,15 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import ChannelInvalidStateError
 
 from mercato.platform.events.consumer import EventConsumer
 from mercato.platform.events.envelope import Envelope
-
-if TYPE_CHECKING:
-    from mercato.platform.events.rabbitmq_consumer import RabbitMQConsumerRunner
+from mercato.platform.events.rabbitmq_consumer import RabbitMQConsumerRunner
+from mercato.platform.events.rabbitmq_wire import PublishFailedError as PublishFailedError
+from mercato.platform.events.rabbitmq_wire import message, publish_all, send_to_queue
+from mercato.platform.events.transport import ConsumerSpec
 
 log = structlog.get_logger("mercato.events")
-
-ATTEMPT_HEADER = "x-mercato-attempt"
-# A confirm that takes this long means the broker is gone; the relay will try again.
-PUBLISH_TIMEOUT = 30.0
-# Pause before handing back a message whose processing crashed (not a handler failure: those
-# are retried through the retry queues), so a broken database does not spin the CPU.
-CRASH_BACKOFF = 1.0
-# Errors meaning "the broker is not reachable right now" rather than "this cannot work".
-TRANSIENT_ERRORS = (ConnectionError, OSError, ChannelInvalidStateError)
 
 
 class RabbitMQTransport:
@@ -65,14 +54,19 @@ class RabbitMQTransport:
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractExchange | None = None
 
-    def _queue_name(self, consumer: str) -> str:
+    def queue_name(self, consumer: str) -> str:
         """The main queue of one consuming service."""
         return f"{self.queue_prefix}.{consumer}"
+
+    @property
+    def crosses_processes(self) -> bool:
+        """Yes: every process publishing to the broker reaches every consumer's queue."""
+        return True
 
     async def start(self) -> None:
         """Connect (reconnecting by itself from then on) and declare the exchanges."""
         self._connection = await aio_pika.connect_robust(self.url)
-        self._channel = await self._open_channel()
+        self._channel = await self.open_channel()
         self._exchange = await self._channel.declare_exchange(
             self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
         )
@@ -80,7 +74,7 @@ class RabbitMQTransport:
             self.dlx_name, aio_pika.ExchangeType.DIRECT, durable=True
         )
 
-    async def _open_channel(self) -> AbstractRobustChannel:
+    async def open_channel(self) -> AbstractRobustChannel:
         """A new confirming channel on the transport's connection (restored after reconnects)."""
         if self._connection is None:
             raise RuntimeError("RabbitMQTransport.start() was not called")
@@ -92,7 +86,12 @@ class RabbitMQTransport:
 
     def retry_queue_name(self, consumer: str, delay: float) -> str:
         """Retry queues are named by their delay: a changed schedule never meets old arguments."""
-        return f"{self._queue_name(consumer)}.retry.{round(delay * 1000)}ms"
+        return f"{self.queue_name(consumer)}.retry.{round(delay * 1000)}ms"
+
+    async def declare(self, consumers: Sequence[ConsumerSpec]) -> None:
+        """Declare every consumer's queues and bindings (see `declare_consumer`)."""
+        for spec in consumers:
+            await self.declare_consumer(spec.name, spec.event_types, spec.retry_delays)
 
     async def declare_consumer(
         self,
@@ -110,7 +109,7 @@ class RabbitMQTransport:
         channel = channel or self._channel
         if channel is None:
             raise RuntimeError("RabbitMQTransport.start() was not called")
-        name = self._queue_name(consumer)
+        name = self.queue_name(consumer)
         exchange = await channel.declare_exchange(
             self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
         )
@@ -153,7 +152,7 @@ class RabbitMQTransport:
                 "x-queue-type": "quorum",
                 "x-message-ttl": round(delay * 1000),
                 "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": self._queue_name(consumer),
+                "x-dead-letter-routing-key": self.queue_name(consumer),
                 "x-dead-letter-strategy": "at-least-once",
                 "x-overflow": "reject-publish",
             },
@@ -168,10 +167,10 @@ class RabbitMQTransport:
         unique = {env.id: env for env in envelopes}.values()
         # Not mandatory: an event type nobody consumes (user.logged_in, say) is dropped by the
         # exchange, as pub/sub means; consumers' queues are declared before relays start.
-        await _publish_all(
+        await publish_all(
             self._channel,
             self._exchange,
-            [(_message(env.to_json(), env.id), env.type) for env in unique],
+            [(message(env.to_json(), env.id), env.type) for env in unique],
             mandatory=False,
         )
 
@@ -179,16 +178,18 @@ class RabbitMQTransport:
         """Publish one event straight to one consumer's main queue, as a first attempt."""
         if self._channel is None:
             raise RuntimeError("RabbitMQTransport.start() was not called")
-        await _send_to_queue(
-            self._channel, self._queue_name(consumer), envelope.to_json(), envelope.id, 0
+        await send_to_queue(
+            self._channel, self.queue_name(consumer), envelope.to_json(), envelope.id, 0
         )
         log.info("event redelivered", consumer=consumer, **envelope.for_log())
 
     def runner(self, consumer: EventConsumer) -> RabbitMQConsumerRunner:
         """The consuming side for one service."""
-        from mercato.platform.events.rabbitmq_consumer import RabbitMQConsumerRunner
-
         return RabbitMQConsumerRunner(self, consumer)
+
+    async def is_ready(self) -> bool:
+        """Whether the connection is open (not lost and being restored)."""
+        return self._connection is not None and not self._connection.is_closed
 
     async def close(self) -> None:
         """Disconnect (and stop reconnecting)."""
@@ -197,55 +198,3 @@ class RabbitMQTransport:
         self._exchange = None
         if connection is not None:
             await connection.close()
-
-
-class PublishFailedError(ConnectionError):
-    """Some messages of a publish were not confirmed (nacked, unroutable or connection lost)."""
-
-
-def _message(
-    body: str | bytes, event_id: str, headers: dict[str, Any] | None = None
-) -> aio_pika.Message:
-    return aio_pika.Message(
-        body.encode() if isinstance(body, str) else body,
-        content_type="application/json",
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=event_id,
-        headers=headers,
-    )
-
-
-async def _publish_all(
-    channel: AbstractChannel,
-    exchange: AbstractExchange,
-    messages: Sequence[tuple[aio_pika.Message, str]],
-    *,
-    mandatory: bool = True,
-) -> None:
-    """Publish concurrently so the confirms overlap; raise once all settled if any failed."""
-    if not messages:
-        return
-    # A robust channel being restored reports itself closed: fail fast, the caller retries.
-    if channel.is_closed:
-        raise PublishFailedError("RabbitMQ channel is closed (reconnecting?)")
-    results = await asyncio.gather(
-        *(
-            exchange.publish(message, routing_key=key, mandatory=mandatory, timeout=PUBLISH_TIMEOUT)
-            for message, key in messages
-        ),
-        return_exceptions=True,
-    )
-    failures = [r for r in results if isinstance(r, BaseException)]
-    if failures:
-        # The others may have been accepted; publishing them again is harmless (inboxes dedupe).
-        raise PublishFailedError(
-            f"{len(failures)} of {len(messages)} messages not confirmed: {failures[0]!r}"
-        ) from failures[0]
-
-
-async def _send_to_queue(
-    channel: AbstractChannel, queue: str, body: str | bytes, event_id: str, attempt: int
-) -> None:
-    """Publish (confirmed) straight to one queue: the default exchange routes by queue name."""
-    message = _message(body, event_id, {ATTEMPT_HEADER: attempt})
-    await _publish_all(channel, channel.default_exchange, [(message, queue)])

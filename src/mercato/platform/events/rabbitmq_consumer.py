@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
@@ -16,15 +15,13 @@ from pydantic import ValidationError
 from mercato.platform.aio import wait_any
 from mercato.platform.events.consumer import Delivery, EventConsumer, Outcome
 from mercato.platform.events.envelope import Envelope
-from mercato.platform.events.rabbitmq import (
+from mercato.platform.events.rabbitmq_wire import (
     ATTEMPT_HEADER,
     CRASH_BACKOFF,
     TRANSIENT_ERRORS,
-    _send_to_queue,
+    QueueBroker,
+    send_to_queue,
 )
-
-if TYPE_CHECKING:
-    from mercato.platform.events.rabbitmq import RabbitMQTransport
 
 log = structlog.get_logger("mercato.events")
 
@@ -38,10 +35,10 @@ class RabbitMQConsumerRunner:
     Stop it (set the event given to `run`) before closing the transport it was made from.
     """
 
-    def __init__(self, transport: RabbitMQTransport, consumer: EventConsumer) -> None:
+    def __init__(self, transport: QueueBroker, consumer: EventConsumer) -> None:
         self.transport = transport
         self.consumer = consumer
-        self.queue_name = transport._queue_name(consumer.name)
+        self.queue_name = transport.queue_name(consumer.name)
         self.parking_queue_name = f"{self.queue_name}.dead"
         self._retry_queues: set[str] = set()
 
@@ -52,7 +49,7 @@ class RabbitMQConsumerRunner:
         """Consume until `stop` is set, then cancel the consumer; unacked messages go back."""
         while not stop.is_set():
             try:
-                channel = await self.transport._open_channel()
+                channel = await self.transport.open_channel()
                 try:
                     await self._consume(channel, stop)
                 finally:
@@ -177,7 +174,7 @@ class RabbitMQConsumerRunner:
                     self._retry_queues.add(queue)
                 # The copy is confirmed before the original is acked: a crash in between
                 # yields two deliveries, which the inbox reduces to one effect.
-                await _send_to_queue(channel, queue, message.body, envelope.id, attempt + 1)
+                await send_to_queue(channel, queue, message.body, envelope.id, attempt + 1)
             elif result.outcome is Outcome.DEAD:
                 await self.consumer.bury(envelope, attempt + 1, result.error or "")
         except Exception:

@@ -16,10 +16,13 @@ from mercato.platform.events.envelope import Envelope
 from mercato.platform.events.tables import inbox, outbox
 from mercato.platform.events.transport import Transport
 from mercato.platform.idempotency import prune_idempotency_keys
+from mercato.platform.metrics import published
 
 log = structlog.get_logger("mercato.events")
 
-PRUNE_AFTER = timedelta(days=1)
+# Sent events stay readable in the event log (`GET /api/v1/events/{service}/events`) this
+# long unless `MERCATO_EVENT_LOG_KEEP` says otherwise.
+PRUNE_AFTER = timedelta(days=7)
 # A client retries a request within hours (Stripe keeps its keys a day, as here).
 IDEMPOTENCY_KEEP = timedelta(days=1)
 # A redelivery comes within minutes or hours (a broker or consumer restart); a week leaves room
@@ -43,8 +46,10 @@ class OutboxRelay:
         *,
         batch_size: int = 500,
         poll: float = 1.0,
+        keep_sent: timedelta = PRUNE_AFTER,
     ) -> None:
         self.database = database
+        self.keep_sent = keep_sent
         self.transport = transport
         self.batch_size = batch_size
         self.poll = poll
@@ -68,16 +73,20 @@ class OutboxRelay:
                 rows = (await conn.execute(query)).all()
             if not rows:
                 return 0
-            await self.transport.publish([Envelope.from_json(raw) for _, raw in rows])
+            envelopes = [Envelope.from_json(raw) for _, raw in rows]
+            await self.transport.publish(envelopes)
             async with self.database.transaction() as conn:
                 await self._mark_sent(conn, [seq for seq, _ in rows])
+            published(self.database.service, (e.type for e in envelopes))
             return len(rows)
         async with self.database.transaction() as conn:
             rows = (await conn.execute(query.with_for_update(skip_locked=True))).all()
             if not rows:
                 return 0
-            await self.transport.publish([Envelope.from_json(raw) for _, raw in rows])
+            envelopes = [Envelope.from_json(raw) for _, raw in rows]
+            await self.transport.publish(envelopes)
             await self._mark_sent(conn, [seq for seq, _ in rows])
+        published(self.database.service, (e.type for e in envelopes))
         return len(rows)
 
     @staticmethod
@@ -85,11 +94,14 @@ class OutboxRelay:
         await conn.execute(update(outbox).where(outbox.c.seq.in_(seqs)).values(sent_at=utcnow()))
 
     async def prune(self) -> int:
-        """Forget the platform's bookkeeping once it can no longer matter: events sent a day
-        ago, idempotency keys a day old, inbox rows a week old. Answers the outbox rows gone."""
+        """Forget the platform's bookkeeping once it can no longer matter: events sent longer
+        ago than the event log keeps them (a week by default), idempotency keys a day old,
+        inbox rows a week old. Answers the outbox rows gone."""
         now = utcnow()
         async with self.database.transaction() as conn:
-            result = await conn.execute(delete(outbox).where(outbox.c.sent_at < now - PRUNE_AFTER))
+            result = await conn.execute(
+                delete(outbox).where(outbox.c.sent_at < now - self.keep_sent)
+            )
             await prune_idempotency_keys(conn, now - IDEMPOTENCY_KEEP)
             await conn.execute(delete(inbox).where(inbox.c.processed_at < now - INBOX_KEEP))
         return max(result.rowcount, 0)

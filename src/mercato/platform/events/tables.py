@@ -18,7 +18,10 @@ outbox = Table(
     Column("envelope", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime, nullable=True),
+    # A column of its own so the event log filters by it without parsing every envelope.
+    Column("correlation_id", String(128), nullable=True),
 )
+Index("ix_event_outbox_correlation_id", outbox.c.correlation_id)
 Index(
     "ix_event_outbox_unsent",
     outbox.c.seq,
