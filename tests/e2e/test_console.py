@@ -140,6 +140,7 @@ def test_every_page_works_with_nothing_but_the_platform_reachable(
         "integration": "[data-testid=upstreams] table, [data-testid=upstreams] p",
         "identity": "[data-testid=accounts] table",
         "catalog": "[data-testid=sync] p",
+        "eventtypes": "[data-event-type='order.placed']",
     }
     for name, ready in expected.items():
         page.click(f"header nav a[data-page={name}]")
@@ -153,6 +154,11 @@ def test_every_page_works_with_nothing_but_the_platform_reachable(
                 assert page.locator("[data-testid=not-available]").count() == 0
             else:
                 page.locator("[data-testid=not-available]").wait_for()
+        if name == "eventtypes":  # from /asyncapi.json: producer, consumers, payload fields
+            placed = page.locator("[data-event-type='order.placed']")
+            placed.locator("summary").click()
+            text = placed.inner_text()
+            assert "from orders to" in text and "wallet" in text and "order_id" in text
         page.screenshot(path=screens / f"{name}.png", full_page=True)
     assert page.locator("[data-testid=status-line]").inner_text().startswith("Updated")
 

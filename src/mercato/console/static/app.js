@@ -5,14 +5,15 @@ import { fill, h, flash } from "./dom.js";
 import * as overview from "./pages/overview.js";
 import * as orders from "./pages/orders.js";
 import * as events from "./pages/events.js";
+import * as eventtypes from "./pages/eventtypes.js";
 import * as jobs from "./pages/jobs.js";
 import * as integration from "./pages/integration.js";
 import * as identity from "./pages/identity.js";
 import * as catalog from "./pages/catalog.js";
 
-const PAGES = { overview, orders, events, jobs, integration, identity, catalog };
+const PAGES = { overview, orders, events, eventtypes, jobs, integration, identity, catalog };
 const TITLES = {
-  overview: "Overview", orders: "Orders", events: "Events", jobs: "Jobs",
+  overview: "Overview", orders: "Orders", events: "Events", eventtypes: "Event types", jobs: "Jobs",
   integration: "Integration", identity: "Identity", catalog: "Catalog",
 };
 // Each page asks again this often while the tab is shown; a hidden tab asks nothing.
