@@ -1,0 +1,153 @@
+"""The platform's sliding-window counter on every store: the same answers as counting every
+stamp of the window, a fixed number of rows per key, and a migration that keeps the hour."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from redis.asyncio import Redis
+from sqlalchemy import Connection, func, select
+
+from mercato.identity.tables import budget_heads, budget_stamps
+from mercato.platform.db import Database, naming_metadata
+from mercato.platform.migrations import MigrationHistory, upgrade
+from mercato.platform.request_window import (
+    MemoryRequestWindow,
+    RedisRequestWindow,
+    SqlRequestWindow,
+    window_tables,
+)
+
+HOUR = 3600.0
+IDENTITY_HISTORY = Path(__file__).parents[2] / "src/mercato/identity/migrations"
+
+
+def reference(stamps: list[float], now: float, limit: int, window: float) -> tuple[bool, float]:
+    """The rule counted the slow way: every stamp of the window."""
+    inside = sorted(at for at in stamps if now - window < at <= now)
+    if len(inside) < limit:
+        stamps.append(now)
+        return True, 0.0
+    return False, inside[len(inside) - limit] + window - now
+
+
+def script(seed: int) -> list[tuple[float, int]]:
+    """A day of requests in bursts and pauses, with the limit changing now and then."""
+    rng = random.Random(seed)
+    now, limit, steps = 1_700_000_000.0, 5, []
+    for _ in range(300):
+        now += rng.choice([0.0, 0.5, 7.0, 60.0, 700.0, 1800.0])
+        if rng.random() < 0.05:
+            limit = rng.choice([1, 3, 5, 8])
+        steps.append((now, limit))
+    return steps
+
+
+async def check_against_reference(take: Any) -> None:
+    for seed in range(3):
+        stamps: list[float] = []
+        for now, limit in script(seed):
+            expected = reference(stamps, now, limit, HOUR)
+            got = await take(f"k{seed}", now, limit)
+            assert got[0] == expected[0], (seed, now, limit)
+            assert got[1] == pytest.approx(expected[1], abs=1e-6)
+
+
+async def test_memory_window_answers_like_counting_every_stamp() -> None:
+    window = MemoryRequestWindow()
+
+    async def take(key: str, now: float, limit: int) -> tuple[bool, float]:
+        return window.take(key, now=now, limit=limit, window=HOUR)
+
+    await check_against_reference(take)
+
+
+@pytest.fixture
+async def sql_window(database_url: str) -> AsyncIterator[tuple[Database, SqlRequestWindow]]:
+    database = Database("identity", database_url)
+    await upgrade(database, [])
+    heads, stamps = window_tables(naming_metadata(), "token_budget")
+    async with database.transaction() as conn:
+        await conn.run_sync(lambda sync: heads.create(sync, checkfirst=True))
+        await conn.run_sync(lambda sync: stamps.create(sync, checkfirst=True))
+    yield database, SqlRequestWindow(heads, stamps)
+    await database.dispose()
+
+
+async def test_sql_window_answers_like_counting_every_stamp_with_bounded_rows(
+    sql_window: tuple[Database, SqlRequestWindow],
+) -> None:
+    database, window = sql_window
+
+    async def take(key: str, now: float, limit: int) -> tuple[bool, float]:
+        async with database.transaction() as conn:
+            return await window.take(conn, key, now=now, limit=limit, window=HOUR)
+
+    await check_against_reference(take)
+    async with database.read() as conn:
+        rows = (
+            await conn.execute(
+                select(budget_stamps.c.key, func.count()).group_by(budget_stamps.c.key)
+            )
+        ).all()
+    # Never more rows than the largest limit, whatever the day brought.
+    assert rows and all(count <= 8 for _, count in rows)
+    async with database.transaction() as conn:
+        await window.forget(conn, "k0")
+        assert await window.count(conn, "k0", now=2e9, window=HOUR) == 0
+
+
+async def test_redis_window_answers_like_counting_every_stamp(
+    redis_url: str, redis_prefix: str
+) -> None:
+    client = Redis.from_url(redis_url)
+    window = RedisRequestWindow(client)
+    try:
+
+        async def take(key: str, now: float, limit: int) -> tuple[bool, float]:
+            return await window.take(f"{redis_prefix}:{key}", now=now, limit=limit, window=HOUR)
+
+        await check_against_reference(take)
+        assert await client.zcard(f"{redis_prefix}:k0") <= 8
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{redis_prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+def _identity_to(connection: Connection, revision: str, schema: str | None) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(IDENTITY_HISTORY))
+    config.attributes.update(
+        connection=connection, version_table="alembic_version_identity", schema=schema
+    )
+    command.upgrade(config, revision)
+
+
+async def test_migration_moves_the_hours_grants_into_the_window(database_url: str) -> None:
+    database = Database("identity", database_url)
+    try:
+        await upgrade(database, [])
+        async with database.engine.begin() as conn:
+            await conn.run_sync(_identity_to, "identity_0003", database.schema)
+            rows = [{"client_id": "c1", "at": 1000.0 + i} for i in range(3)]
+            await conn.exec_driver_sql(
+                "INSERT INTO client_grants (client_id, at) VALUES "
+                + ", ".join(f"('{r['client_id']}', {r['at']})" for r in rows)
+            )
+        await upgrade(database, [MigrationHistory(IDENTITY_HISTORY, "alembic_version_identity")])
+        window = SqlRequestWindow(budget_heads, budget_stamps)
+        async with database.transaction() as conn:
+            assert await window.count(conn, "c1", now=1100.0, window=HOUR) == 3
+            # Budget 3: the three moved grants fill it until the first leaves the hour.
+            ok, wait = await window.take(conn, "c1", now=1100.0, limit=3, window=HOUR)
+            assert not ok and wait == pytest.approx(1000.0 + HOUR - 1100.0)
+    finally:
+        await database.dispose()
