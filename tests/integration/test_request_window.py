@@ -3,6 +3,7 @@ stamp of the window, a fixed number of rows per key, and a migration that keeps 
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from mercato.identity.tables import budget_heads, budget_stamps
 from mercato.platform.db import Database, naming_metadata
 from mercato.platform.migrations import MigrationHistory, upgrade
 from mercato.platform.request_window import (
+    BatchedSqlWindow,
     MemoryRequestWindow,
     RedisRequestWindow,
     SqlRequestWindow,
@@ -151,3 +153,26 @@ async def test_migration_moves_the_hours_grants_into_the_window(database_url: st
             assert not ok and wait == pytest.approx(1000.0 + HOUR - 1100.0)
     finally:
         await database.dispose()
+
+
+async def test_batched_takes_from_two_replicas_never_exceed_the_limit(
+    sql_window: tuple[Database, SqlRequestWindow], database_url: str
+) -> None:
+    first, window = sql_window
+    second = Database("identity", database_url)
+    try:
+        replicas = [BatchedSqlWindow(window, db.transaction) for db in (first, second)]
+        now = 1_700_000_000.0
+        answers = await asyncio.gather(
+            *(
+                replicas[i % 2].take(f"k{i % 3}", now=now + i * 0.001, limit=7, window=HOUR)
+                for i in range(90)
+            )
+        )
+        granted = [i for i, (ok, _) in enumerate(answers) if ok]
+        assert len(granted) == 21  # 7 for each of the 3 keys
+        assert all(wait > HOUR - 1 for ok, wait in answers if not ok)
+        async with first.read() as conn:
+            assert await window.count(conn, "k0", now=now + 1, window=HOUR) == 7
+    finally:
+        await second.dispose()

@@ -26,8 +26,12 @@ own tables or keys; this module only provides the mechanism.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
+import itertools
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from redis.asyncio import Redis
@@ -147,21 +151,27 @@ class SqlRequestWindow:
     ) -> Decision:
         """Count one request at `now` if the window allows it (see the module's rule)."""
         heads, stamps = self._heads, self._stamps
-        # ON CONFLICT DO UPDATE (to the same value) rather than DO NOTHING: it locks the row
-        # even when it exists already, and RETURNING hands back the count in the same trip.
+        # While the key keeps fewer than `limit` stamps, one upsert takes the next slot and a
+        # second statement stamps it: two round trips, whatever the window holds. ON CONFLICT
+        # DO UPDATE locks the head row until commit even when its WHERE refuses the update, so
+        # the slower path below runs under that lock too.
         claim = (
             dialect_insert(conn)(heads)
-            .values(key=key, kept=0)
-            .on_conflict_do_update(index_elements=["key"], set_={"kept": heads.c.kept})
+            .values(key=key, kept=1)
+            .on_conflict_do_update(
+                index_elements=["key"], set_={"kept": heads.c.kept + 1}, where=heads.c.kept < limit
+            )
             .returning(heads.c.kept)
         )
-        kept = int((await conn.execute(claim)).scalar_one())
-        if kept > limit:
-            kept = await self._shrink(conn, key, limit)
-        if kept < limit:
-            await conn.execute(stamps.insert().values(key=key, slot=kept, at=now))
-            await conn.execute(update(heads).where(heads.c.key == key).values(kept=kept + 1))
+        taken = (await conn.execute(claim)).scalar_one_or_none()
+        if taken is not None:
+            await conn.execute(stamps.insert().values(key=key, slot=int(taken) - 1, at=now))
             return True, 0.0
+        kept = int(
+            (await conn.execute(select(heads.c.kept).where(heads.c.key == key))).scalar_one()
+        )
+        if kept > limit:
+            await self._shrink(conn, key, limit)
         slot, oldest = (
             await conn.execute(
                 select(stamps.c.slot, stamps.c.at)
@@ -176,6 +186,31 @@ class SqlRequestWindow:
             update(stamps).where(stamps.c.key == key, stamps.c.slot == slot).values(at=now)
         )
         return True, 0.0
+
+    async def take_many(
+        self, conn: AsyncConnection, key: str, nows: list[float], *, limit: int, window: float
+    ) -> list[Decision]:
+        """`take` for each of `nows` (ascending), in order. While all of them fit below the
+        limit, which needs no look at the window, they cost two statements together."""
+        if 1 < len(nows) <= limit:
+            heads = self._heads
+            claim = (
+                dialect_insert(conn)(heads)
+                .values(key=key, kept=len(nows))
+                .on_conflict_do_update(
+                    index_elements=["key"],
+                    set_={"kept": heads.c.kept + len(nows)},
+                    where=heads.c.kept + len(nows) <= limit,
+                )
+                .returning(heads.c.kept)
+            )
+            taken = (await conn.execute(claim)).scalar_one_or_none()
+            if taken is not None:
+                first = int(taken) - len(nows)
+                rows = [{"key": key, "slot": first + i, "at": at} for i, at in enumerate(nows)]
+                await conn.execute(self._stamps.insert(), rows)
+                return [(True, 0.0)] * len(nows)
+        return [await self.take(conn, key, now=at, limit=limit, window=window) for at in nows]
 
     async def _shrink(self, conn: AsyncConnection, key: str, limit: int) -> int:
         """Keep only the `limit` most recent stamps (the limit went down), in slots 0..n-1."""
@@ -213,6 +248,62 @@ class SqlRequestWindow:
         """Drop a key's record (its owner is gone)."""
         await conn.execute(delete(self._stamps).where(self._stamps.c.key == key))
         await conn.execute(delete(self._heads).where(self._heads.c.key == key))
+
+
+Transaction = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
+
+
+class BatchedSqlWindow:
+    """A `SqlRequestWindow` whose concurrent takes share one write transaction (group commit).
+
+    Why: a write transaction per request makes the database's writer lane (SQLite's one writer,
+    a PostgreSQL row lock) the ceiling of a budgeted client's token rate: each one pays the
+    lock, BEGIN, COMMIT and their trips to the driver. Takes that arrive while a transaction is
+    running wait for the next one and all run in it, in key order (so two replicas' batches
+    lock head rows in the same order and cannot deadlock), each with its own answer. A failed
+    transaction fails every take in it (none was counted). A caller cancelled while waiting may
+    still be counted: a budget may be spent on a token nobody received, never overspent.
+    """
+
+    def __init__(self, window: SqlRequestWindow, transaction: Transaction) -> None:
+        self._window = window
+        self._transaction = transaction
+        self._pending: list[tuple[str, float, int, float, asyncio.Future[Decision]]] = []
+        self._draining: asyncio.Task[None] | None = None
+
+    async def take(self, key: str, *, now: float, limit: int, window: float) -> Decision:
+        """Count one request at `now` if the window allows it (see the module's rule)."""
+        answer: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._pending.append((key, now, limit, window, answer))
+        if self._draining is None:
+            self._draining = asyncio.create_task(self._drain())
+        return await answer
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch = sorted(self._pending, key=lambda take: (take[0], take[1]))
+                self._pending = []
+                try:
+                    async with self._transaction() as conn:
+                        answers: list[Decision] = []
+                        for (key, limit, w), takes in itertools.groupby(
+                            batch, key=lambda take: (take[0], take[2], take[3])
+                        ):
+                            nows = [take[1] for take in takes]
+                            answers += await self._window.take_many(
+                                conn, key, nows, limit=limit, window=w
+                            )
+                except Exception as exc:  # every caller hears of it; the loop goes on
+                    for *_, answer in batch:
+                        if not answer.done():
+                            answer.set_exception(exc)
+                    continue
+                for (*_, answer), decision in zip(batch, answers, strict=True):
+                    if not answer.done():
+                        answer.set_result(decision)
+        finally:
+            self._draining = None
 
 
 # Check and record in one step: Redis runs a script atomically, so two replicas can never both
@@ -265,6 +356,7 @@ def _text(value: Any) -> str:
 
 
 __all__ = [
+    "BatchedSqlWindow",
     "Decision",
     "MemoryRequestWindow",
     "RedisRequestWindow",
