@@ -12,11 +12,12 @@ window, no DELETE of old stamps (a kept stamp is overwritten in place).
 Why not per-minute buckets: summing buckets counts up to a minute too many or too few at the
 window's edge, so either the budget lets one minute's worth too much through or a client waits
 up to a minute too long, and `Retry-After` would no longer be exact. Why not `limits` or
-`pyrate-limiter` (DESIGN §8): `limits` has no SQL storage at all (its moving window lives in
-Redis, memcached, MongoDB or memory), and pyrate-limiter's SQLite and PostgreSQL buckets keep a
-row per request and count the window with a query over them (the cost this module removes) on
-connections of their own, so the check could not share a service's transaction or its unit of
-work. Their Redis moving windows are this same "keep `limit` stamps" idea.
+`pyrate-limiter` (DESIGN §8): `limits` has no SQL storage at all (memory, Redis, Memcached,
+MongoDB, etcd), so embedded mode's SQLite and distributed mode's PostgreSQL budgets would need a
+second mechanism anyway; pyrate-limiter's SQLite and PostgreSQL buckets keep a row per request
+on synchronous connections of their own (`sqlite3`, a psycopg pool), outside the service's
+database handle and transaction, with a dependency (psycopg) nothing else here needs. Their
+Redis moving windows are this same "keep `limit` stamps" idea.
 
 Storage: `MemoryRequestWindow` (one process), `SqlRequestWindow` over two tables a service makes
 with `window_tables` in its own metadata (SQLite or PostgreSQL; the call runs in the caller's
