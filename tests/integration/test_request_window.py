@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +177,27 @@ async def test_batched_takes_from_two_replicas_never_exceed_the_limit(
             assert await window.count(conn, "k0", now=now + 1, window=HOUR) == 7
     finally:
         await second.dispose()
+
+
+async def test_a_failed_batch_reaches_every_caller_and_the_next_one_runs() -> None:
+    opened = 0
+
+    @asynccontextmanager
+    async def broken() -> AsyncIterator[Any]:
+        nonlocal opened
+        opened += 1
+        await asyncio.sleep(0.01)
+        raise RuntimeError("database away")
+        yield  # pragma: no cover - never reached
+
+    heads, stamps = window_tables(naming_metadata(), "token_budget")
+    batched = BatchedSqlWindow(SqlRequestWindow(heads, stamps), broken)
+    answers = await asyncio.gather(
+        *(batched.take("k", now=1.0, limit=5, window=HOUR) for _ in range(5)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(answer, RuntimeError) for answer in answers)
+    assert opened == 1  # one transaction for the five
+    with pytest.raises(RuntimeError):
+        await batched.take("k", now=2.0, limit=5, window=HOUR)
+    assert opened == 2

@@ -252,6 +252,8 @@ class SqlRequestWindow:
 
 
 Transaction = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
+# A waiting take: key, now, limit, window and where its answer goes.
+_Take = tuple[str, float, int, float, "asyncio.Future[Decision]"]
 
 
 class BatchedSqlWindow:
@@ -269,7 +271,7 @@ class BatchedSqlWindow:
     def __init__(self, window: SqlRequestWindow, transaction: Transaction) -> None:
         self._window = window
         self._transaction = transaction
-        self._pending: list[tuple[str, float, int, float, asyncio.Future[Decision]]] = []
+        self._pending: list[_Take] = []
         self._draining: asyncio.Task[None] | None = None
 
     async def take(self, key: str, *, now: float, limit: int, window: float) -> Decision:
@@ -296,15 +298,24 @@ class BatchedSqlWindow:
                                 conn, key, nows, limit=limit, window=w
                             )
                 except Exception as exc:  # every caller hears of it; the loop goes on
-                    for *_, answer in batch:
-                        if not answer.done():
-                            answer.set_exception(exc)
+                    _fail(batch, exc)
                     continue
+                except BaseException:
+                    # Cancelled (shutdown): no caller may wait for an answer that never comes.
+                    _fail(batch + self._pending, RuntimeError("budget check cancelled"))
+                    self._pending = []
+                    raise
                 for (*_, answer), decision in zip(batch, answers, strict=True):
                     if not answer.done():
                         answer.set_result(decision)
         finally:
             self._draining = None
+
+
+def _fail(takes: list[_Take], error: Exception) -> None:
+    for *_, answer in takes:
+        if not answer.done():
+            answer.set_exception(error)
 
 
 # Check and record in one step: Redis runs a script atomically, so two replicas can never both
