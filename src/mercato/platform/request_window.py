@@ -276,9 +276,12 @@ class BatchedSqlWindow:
 
     async def take(self, key: str, *, now: float, limit: int, window: float) -> Decision:
         """Count one request at `now` if the window allows it (see the module's rule)."""
-        answer: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Decision] = loop.create_future()
         self._pending.append((key, now, limit, window, answer))
-        if self._draining is None:
+        draining = self._draining
+        # A drain of another (closed) event loop never ends: start one on this loop.
+        if draining is None or draining.done() or draining.get_loop() is not loop:
             self._draining = asyncio.create_task(self._drain())
         return await answer
 
@@ -309,7 +312,8 @@ class BatchedSqlWindow:
                     if not answer.done():
                         answer.set_result(decision)
         finally:
-            self._draining = None
+            if self._draining is asyncio.current_task():
+                self._draining = None
 
 
 def _fail(takes: list[_Take], error: Exception) -> None:
