@@ -14,9 +14,9 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from redis.asyncio import Redis
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, inspect, select
 
-from mercato.identity.tables import budget_heads, budget_stamps
+from mercato.identity.tables import budget_stamps
 from mercato.platform.db import Database, naming_metadata
 from mercato.platform.migrations import MigrationHistory, upgrade
 from mercato.platform.request_window import (
@@ -28,7 +28,7 @@ from mercato.platform.request_window import (
 )
 
 HOUR = 3600.0
-IDENTITY_HISTORY = Path(__file__).parents[2] / "src/mercato/identity/migrations"
+SRC = Path(__file__).parents[2] / "src/mercato"
 
 
 def reference(stamps: list[float], now: float, limit: int, window: float) -> tuple[bool, float]:
@@ -125,33 +125,61 @@ async def test_redis_window_answers_like_counting_every_stamp(
         await client.aclose()
 
 
-def _identity_to(connection: Connection, revision: str, schema: str | None) -> None:
+def _migrate_to(
+    connection: Connection, history: MigrationHistory, revision: str, schema: str | None
+) -> None:
     config = Config()
-    config.set_main_option("script_location", str(IDENTITY_HISTORY))
+    config.set_main_option("script_location", str(history.path))
     config.attributes.update(
-        connection=connection, version_table="alembic_version_identity", schema=schema
+        connection=connection, version_table=history.version_table, schema=schema
     )
     command.upgrade(config, revision)
 
 
-async def test_migration_moves_the_hours_grants_into_the_window(database_url: str) -> None:
-    database = Database("identity", database_url)
+IDENTITY = MigrationHistory(SRC / "identity/migrations", "alembic_version_identity")
+INTEGRATION = MigrationHistory(SRC / "integration/migrations", "alembic_version_integration")
+# The table each service kept a row per request in, before its revision to the window.
+OLD_TABLES = {
+    "identity": ("identity_0003", "client_grants", "client_id", None),
+    "integration": (
+        "integration_0002",
+        "token_requests",
+        "name",
+        # integration_0001 makes the tables `tables.py` declares now: an older database had it.
+        "CREATE TABLE token_requests (seq INTEGER PRIMARY KEY, name VARCHAR(64) NOT NULL,"
+        " at FLOAT NOT NULL)",
+    ),
+}
+
+
+@pytest.mark.parametrize("service", ["identity", "integration"])
+async def test_migration_moves_the_hours_requests_into_the_window(
+    database_url: str, service: str
+) -> None:
+    history = IDENTITY if service == "identity" else INTEGRATION
+    before, table, key_column, create = OLD_TABLES[service]
+    database = Database(service, database_url)
     try:
         await upgrade(database, [])
         async with database.engine.begin() as conn:
-            await conn.run_sync(_identity_to, "identity_0003", database.schema)
-            rows = [{"client_id": "c1", "at": 1000.0 + i} for i in range(3)]
+            await conn.run_sync(_migrate_to, history, before, database.schema)
+            if create and database_url.startswith("postgresql"):
+                create = create.replace("INTEGER PRIMARY KEY", "BIGSERIAL PRIMARY KEY")
+            if create:
+                await conn.exec_driver_sql(create)
             await conn.exec_driver_sql(
-                "INSERT INTO client_grants (client_id, at) VALUES "
-                + ", ".join(f"('{r['client_id']}', {r['at']})" for r in rows)
+                f"INSERT INTO {table} ({key_column}, at) VALUES "
+                + ", ".join(f"('c1', {1000.0 + i})" for i in range(3))
             )
-        await upgrade(database, [MigrationHistory(IDENTITY_HISTORY, "alembic_version_identity")])
-        window = SqlRequestWindow(budget_heads, budget_stamps)
+        await upgrade(database, [history])
+        heads, stamps = window_tables(naming_metadata(), "token_budget")
+        window = SqlRequestWindow(heads, stamps)
         async with database.transaction() as conn:
             assert await window.count(conn, "c1", now=1100.0, window=HOUR) == 3
-            # Budget 3: the three moved grants fill it until the first leaves the hour.
+            # Budget 3: the three moved requests fill it until the first leaves the hour.
             ok, wait = await window.take(conn, "c1", now=1100.0, limit=3, window=HOUR)
             assert not ok and wait == pytest.approx(1000.0 + HOUR - 1100.0)
+            assert not await conn.run_sync(lambda sync: inspect(sync).has_table(table))
     finally:
         await database.dispose()
 
