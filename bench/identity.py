@@ -7,9 +7,15 @@
   login storm (aim: <= 20 ms: logins never block the event loop);
 - login p99 during a flood of 200 concurrent registrations, each from its own address (so the
   per-address registration limit does not help: only the hashing pool's priority for logins
-  does), next to the login p99 without the flood (aim: <= 1 s during the flood; issue 11).
+  does), next to the login p99 without the flood (aim: <= 1 s during the flood; issue 11);
+- issue 10 (`identity_budget.py`): tokens/s of a client with a token budget next to the same
+  client without one, in the hour's first minute (empty window) and its last (`--stamps`
+  requests in the window), interleaved over `--rounds` (aim: >= 80 %, the same in both); and
+  the p99 and timeouts of 32 keep-alive connections to `mercato run` over loopback for
+  `--load-seconds`, without and with a budget (aim: p99 <= 50 ms, no timeouts).
 
-Run: `python bench/identity.py [--tokens N] [--logins N] [--flood N]`.
+Run: `python bench/identity.py [--tokens N] [--logins N] [--flood N] [--rounds N] [--stamps N]
+[--load-seconds S]`.
 """
 
 from __future__ import annotations
