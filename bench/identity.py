@@ -7,26 +7,41 @@
   login storm (aim: <= 20 ms: logins never block the event loop);
 - login p99 during a flood of 200 concurrent registrations, each from its own address (so the
   per-address registration limit does not help: only the hashing pool's priority for logins
-  does), next to the login p99 without the flood (aim: <= 1 s during the flood; issue 11).
+  does), next to the login p99 without the flood (aim: <= 1 s during the flood; issue 11);
+- issue 10 (`identity_budget.py`): tokens/s of a client with a token budget next to the same
+  client without one, in the hour's first minute (empty window) and its last (`--stamps`
+  requests in the window), interleaved over `--rounds` (aim: >= 80 %, the same in both); and
+  the p99 and timeouts of 32 keep-alive connections to `mercato run` over loopback for
+  `--load-seconds`, without and with a budget (aim: p99 <= 50 ms, no timeouts).
 
-Run: `python bench/identity.py [--tokens N] [--logins N] [--flood N]`.
+Run: `python bench/identity.py [--tokens N] [--logins N] [--flood N] [--rounds N] [--stamps N]
+[--load-seconds S]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
+from identity_budget import (
+    BIG_BUDGET,
+    LoadFigures,
+    budget_rates,
+    concurrently,
+    read_answer,
+    register_client,
+    token_request,
+    under_connections,
+)
 from tests.e2e.conftest import start_platform, stop_platform
 from tests.harness import (
     ADMIN_PASSWORD,
@@ -42,19 +57,6 @@ from mercato.identity.wiring import deps_of
 from mercato.platform.auth import issue_access_token
 from mercato.platform.logging import configure_logging
 from mercato.platform.passwords import _hasher
-
-
-async def concurrently(count: int, workers: int, call: Callable[[], Awaitable[None]]) -> float:
-    """Seconds to run `call()` `count` times with `workers` in flight."""
-    queue = iter(range(count))
-
-    async def worker() -> None:
-        for _ in queue:
-            await call()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(workers)))
-    return time.perf_counter() - started
 
 
 async def token_rates(s: Stack, count: int) -> tuple[float, float]:
@@ -230,22 +232,26 @@ async def keep_alive_requests(port: int, count: int, request: bytes) -> None:
         for _ in range(count):
             writer.write(request)
             await writer.drain()
-            head = await reader.readuntil(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 200"), head
-            length = next(
-                int(line.split(b":")[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            await reader.readexactly(length)
+            await read_answer(reader)
     finally:
         writer.close()
 
 
-async def over_http(count: int) -> float:
+@dataclass
+class HttpFigures:
+    """Figures of `mercato run` over loopback."""
+
+    rate: float
+    plain: LoadFigures
+    budgeted: LoadFigures
+
+
+async def over_http(count: int, seconds: float) -> HttpFigures:
     """Client-credentials tokens/s from `mercato run` (one uvicorn worker) over loopback HTTP,
-    16 keep-alive connections driven from this process (on the other core)."""
+    16 keep-alive connections driven from this process (on the other core); then 32
+    connections for `seconds` each for a client without and with a budget (p99, timeouts)."""
     with tempfile.TemporaryDirectory() as tmp:
+        # The port is bound here and handed over (`--fd`): nothing can take it in between.
         running = start_platform(
             Path(tmp) / "data",
             extra_env={"MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD, "MERCATO_LOG_LEVEL": "WARNING"},
@@ -253,9 +259,7 @@ async def over_http(count: int) -> float:
         port = int(running.base_url.rsplit(":", 1)[1])
         try:
             async with httpx.AsyncClient(base_url=running.base_url, timeout=30) as client:
-                for _ in range(
-                    50
-                ):  # identity applies the admin's user.created a moment after start
+                for _ in range(50):  # identity applies the admin's user.created after start
                     login = await client.post(
                         "/api/v1/auth/login",
                         json={"username_or_email": "admin", "password": ADMIN_PASSWORD},
@@ -263,30 +267,30 @@ async def over_http(count: int) -> float:
                     if login.status_code == 200:
                         break
                     await asyncio.sleep(0.2)
-                made = await client.post(
-                    "/api/v1/admin/clients",
-                    headers={"Authorization": f"Bearer {login.json()['access_token']}"},
-                    json={"client_id": "bench", "name": "bench", "scopes": ["catalog.read"]},
+                headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+                plain = token_request(*await register_client(client, headers, "bench", None))
+                budgeted = token_request(
+                    *await register_client(client, headers, "bench-budget", BIG_BUDGET)
                 )
-            credentials = base64.b64encode(f"bench:{made.json()['client_secret']}".encode())
-            body = b"grant_type=client_credentials"
-            request = (
-                b"POST /oauth/token HTTP/1.1\r\nHost: bench\r\nAuthorization: Basic "
-                + credentials
-                + b"\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: "
-                + str(len(body)).encode()
-                + b"\r\n\r\n"
-                + body
-            )
             per_connection = max(1, count // 16)
-            await keep_alive_requests(port, 50, request)  # warm-up
+            await keep_alive_requests(port, 50, plain)  # warm-up
             started = time.perf_counter()
             await asyncio.gather(
-                *(keep_alive_requests(port, per_connection, request) for _ in range(16))
+                *(keep_alive_requests(port, per_connection, plain) for _ in range(16))
             )
-            return per_connection * 16 / (time.perf_counter() - started)
+            rate = per_connection * 16 / (time.perf_counter() - started)
+            return HttpFigures(
+                rate,
+                await under_connections(port, plain, connections=32, seconds=seconds),
+                await under_connections(port, budgeted, connections=32, seconds=seconds),
+            )
         finally:
             stop_platform(running)
+
+
+def median_spread(values: list[float]) -> str:
+    """`median (min-max)` of a few runs."""
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
 
 
 async def main() -> None:
@@ -294,16 +298,21 @@ async def main() -> None:
     parser.add_argument("--tokens", type=int, default=2000)
     parser.add_argument("--logins", type=int, default=40)
     parser.add_argument("--flood", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved budget rounds")
+    parser.add_argument("--stamps", type=int, default=100_000, help="a full window's requests")
+    parser.add_argument("--load-seconds", type=float, default=10.0, help="per 32-connection row")
     args = parser.parse_args()
     configure_logging("WARNING", json=True)  # a login storm logs a line per login
     with tempfile.TemporaryDirectory() as tmp:
         settings = embedded_settings(Path(tmp))
         async with stack(settings, ["accounts", "identity"]) as s:
             app_rate, bare_rate = await token_rates(s, args.tokens)
+            budget = await budget_rates(s, args.tokens, args.rounds, args.stamps)
             first_us, repeated_us = await verification_costs(s, 2000)
             logins, p99_ms, probes = await login_storm(s, args.logins)
             quiet_ms, flood_ms, flood_answers = await login_during_flood(s, args.flood)
-    http_rate = await over_http(args.tokens)
+    http = await over_http(args.tokens, args.load_seconds)
+    http_rate = http.rate
     params = _hasher
     print("bench/identity.py on this machine (embedded, SQLite, in-process ASGI)")
     print(f"{'figure':<46}{'mercato':>14}   {'baseline / aim':<40}")
@@ -316,6 +325,23 @@ async def main() -> None:
         f"{'  same, mercato run over loopback HTTP':<46}{http_rate:>14,.0f}   "
         f"ratio {http_rate / bare_rate:.0%} of bare signing"
     )
+    plain = statistics.median(budget.plain)
+    for label, values in (
+        ("  client with a budget, hour's first minute", budget.first_minute),
+        (f"  same, last minute ({budget.stamps:,} in window)", budget.last_minute),
+    ):
+        print(
+            f"{label:<46}{statistics.median(values):>14,.0f}   "
+            f"no budget {plain:,.0f}/s; ratio {statistics.median(values) / plain:.0%} "
+            f"(aim >= 80 %); {args.rounds} rounds, median (min-max) {median_spread(values)} "
+            f"vs {median_spread(budget.plain)}"
+        )
+    for label, load in (("no budget", http.plain), ("with a budget", http.budgeted)):
+        print(
+            f"{f'  p99 ms, 32 connections, {label}':<46}{load.p99_ms:>14.1f}   "
+            f"{load.timeouts} timeouts (2 s) in {load.seconds:.0f} s, {load.rate:,.0f}/s; "
+            "aim <= 50 ms, 0 timeouts"
+        )
     print(f"{'verification, first time (us/token)':<46}{first_us:>14.1f}   signature + claims")
     print(f"{'verification, repeated (us/token)':<46}{repeated_us:>14.1f}   aim <= 10 us")
     print(

@@ -1,17 +1,23 @@
 """Each client's token budget per rolling hour, shared by replicas and surviving restarts.
 
-With Redis configured the platform's sliding-window store (a sorted set checked and written by
-one Lua script) keeps it; without, identity's own database does (a row per token request, the
-client's row locked while counting). Clients without a budget cost nothing here.
+Both stores use the platform's one sliding-window counter (`mercato.platform.request_window`):
+with Redis configured, its Redis form (one Lua script per request); without, identity's own
+database (a fixed number of rows per client, the head row locked while counting;
+concurrent requests share one write transaction). A request
+costs the same whatever the hour has seen. Clients without a budget cost nothing here.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Protocol
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from mercato.identity.domain import Client
-from mercato.identity.store import ClientRepository, GrantLog
-from mercato.platform.token_stores import RedisTokenStore
+from mercato.identity.store import BUDGET_WINDOW
+from mercato.platform.request_window import BatchedSqlWindow, RedisRequestWindow
 from mercato.platform.uow import UnitOfWorkFactory
 
 WINDOW = 3600.0
@@ -30,36 +36,36 @@ class DatabaseBudget:
 
     def __init__(self, uow_factory: UnitOfWorkFactory) -> None:
         self._uow = uow_factory
+        # Concurrent token requests share one write transaction (group commit).
+        self._window = BatchedSqlWindow(BUDGET_WINDOW, self._transaction)
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with self._uow() as uow:
+            yield uow.connection
 
     async def take(self, client: Client, now: float) -> float:
         """See `Budget`."""
         limit = client.token_budget_per_hour
         if limit is None:
             return 0.0
-        async with self._uow() as uow:
-            # The row lock (PostgreSQL; SQLite writers are serialised anyway) makes count and
-            # record one step across replicas.
-            await ClientRepository(uow.connection).get(client.client_id, for_update=True)
-            log = GrantLog(uow.connection)
-            stamps = await log.window(client.client_id, now=now, window=WINDOW)
-            if len(stamps) >= limit:
-                return max(0.001, stamps[len(stamps) - limit] + WINDOW - now)
-            await log.record(client.client_id, now)
-        return 0.0
+        ok, wait = await self._window.take(client.client_id, now=now, limit=limit, window=WINDOW)
+        return 0.0 if ok else max(0.001, wait)
 
 
 class RedisBudget:
     """The budget in Redis, shared by every replica."""
 
-    def __init__(self, store: RedisTokenStore) -> None:
-        self._store = store
+    def __init__(self, window: RedisRequestWindow, prefix: str) -> None:
+        self._window = window
+        self._prefix = prefix
 
     async def take(self, client: Client, now: float) -> float:
         """See `Budget`."""
         limit = client.token_budget_per_hour
         if limit is None:
             return 0.0
-        ok, retry_after = await self._store.try_acquire_budget(
-            f"client:{client.client_id}", now=now, limit=limit, window=WINDOW
-        )
-        return 0.0 if ok else max(0.001, retry_after)
+        # The key the budget had when it lived in the token store, so an upgrade keeps it.
+        key = f"{self._prefix}:token-requests:client:{client.client_id}"
+        ok, wait = await self._window.take(key, now=now, limit=limit, window=WINDOW)
+        return 0.0 if ok else max(0.001, wait)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from mercato.identity.domain import Client
+from mercato.platform.aio import SingleFlight
 
 
 class ClientCache:
@@ -20,6 +22,7 @@ class ClientCache:
         # Bumped by every `forget`: a read that started before a forget must not put back
         # what it read (the row may be gone by the time the read answers).
         self._generation = 0
+        self._loads: SingleFlight[str, Client | None] = SingleFlight()
 
     def generation(self) -> int:
         """Take before reading a client from the database; hand to `put`."""
@@ -31,6 +34,29 @@ class ClientCache:
         if item is None or item[0] <= time.monotonic():
             return None
         return item[1]
+
+    async def load(
+        self, client_id: str, read: Callable[[], Awaitable[Client | None]]
+    ) -> Client | None:
+        """The client from the cache while fresh, else from `read()`, which concurrent callers
+        missing the same client share (an entry expiring under load costs one read, not one
+        per waiting request). With `ttl` 0 every call reads: nothing is shared or kept."""
+        cached = self.get(client_id)
+        if cached is not None:
+            return cached
+        if self.ttl <= 0:
+            return await read()
+
+        # Taken now, not when the read's task first runs: a forget in between must count.
+        read_since = self._generation
+
+        async def read_and_keep() -> Client | None:
+            client = await read()
+            if client is not None:
+                self.put(client, read_since)
+            return client
+
+        return await self._loads.run(client_id, read_and_keep)
 
     def put(self, client: Client, read_since: int) -> None:
         """Remember a client just read, unless something was forgotten since the read began."""
@@ -44,3 +70,5 @@ class ClientCache:
         """Drop a client (deleted or changed here)."""
         self._generation += 1
         self._items.pop(client_id, None)
+        # A read in flight may have begun before the deletion: later callers read afresh.
+        self._loads.forget(client_id)

@@ -92,13 +92,13 @@ async def authenticate_client(
         if not allow_public:
             raise invalid_client("this request needs a confidential client")
         return AuthenticatedClient(WEB_CLIENT_ID, None)
-    client = deps.clients.get(presented.client_id)
-    if client is None:
-        read_since = deps.clients.generation()
+    client_id = presented.client_id
+
+    async def read() -> Client | None:
         async with deps.read() as conn:
-            client = await ClientRepository(conn).get(presented.client_id)
-        if client is not None:
-            deps.clients.put(client, read_since)
+            return await ClientRepository(conn).get(client_id)
+
+    client = await deps.clients.load(client_id, read)
     # Compared even when the client is unknown, so both failures cost the same.
     if not secret_matches(client.secret_hash if client else None, presented.secret or ""):
         log.info("client authentication failed")

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mercato.identity.domain import Client, Credential, ThrottleState
-from mercato.identity.tables import bootstrap, client_grants, clients, credentials, login_throttle
-from mercato.platform.db import insert_ignore
+from mercato.identity.tables import (
+    bootstrap,
+    budget_heads,
+    budget_stamps,
+    clients,
+    credentials,
+    login_throttle,
+)
+from mercato.platform.db import dialect_insert, insert_ignore
+from mercato.platform.request_window import SqlRequestWindow
 
-
-def _insert(conn: AsyncConnection) -> Any:
-    """The dialect's INSERT construct (the one with ON CONFLICT)."""
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+# Each budgeted client's token requests, keyed by client id (see `budget.DatabaseBudget`).
+BUDGET_WINDOW = SqlRequestWindow(budget_heads, budget_stamps)
 
 
 class CredentialRepository:
@@ -140,7 +144,7 @@ class ClientRepository:
     async def delete(self, client_id: str) -> bool:
         """Remove a client (and its budget record); answers whether it existed."""
         result = await self.conn.execute(delete(clients).where(clients.c.client_id == client_id))
-        await self.conn.execute(delete(client_grants).where(client_grants.c.client_id == client_id))
+        await BUDGET_WINDOW.forget(self.conn, client_id)
         return result.rowcount > 0
 
 
@@ -154,36 +158,6 @@ def _client(row: RowMapping) -> Client:
         token_budget_per_hour=row["token_budget_per_hour"],
         created_at=row["created_at"],
     )
-
-
-class GrantLog:
-    """Token requests of budgeted clients in a rolling window (the database-backed budget).
-
-    Callers hold the client's row lock (PostgreSQL) or the write lock (SQLite) while they
-    count and record, so two replicas cannot both take the last unit of a budget.
-    """
-
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-
-    async def window(self, client_id: str, *, now: float, window: float) -> Sequence[float]:
-        """The times of the client's requests in (now - window, now], oldest first (old ones
-        are dropped on the way)."""
-        await self.conn.execute(
-            delete(client_grants).where(
-                client_grants.c.client_id == client_id, client_grants.c.at <= now - window
-            )
-        )
-        rows = await self.conn.execute(
-            select(client_grants.c.at)
-            .where(client_grants.c.client_id == client_id)
-            .order_by(client_grants.c.at)
-        )
-        return [float(at) for (at,) in rows]
-
-    async def record(self, client_id: str, now: float) -> None:
-        """Count one request at `now`."""
-        await self.conn.execute(client_grants.insert().values(client_id=client_id, at=now))
 
 
 class ThrottleRepository:
@@ -206,7 +180,7 @@ class ThrottleRepository:
         states: dict[str, ThrottleState] = {}
         for key in sorted(set(keys)):
             stmt = (
-                _insert(self.conn)(login_throttle)
+                dialect_insert(self.conn)(login_throttle)
                 .values(key=key, failures=0, locked_until=0.0, last_failure_at=0.0)
                 .on_conflict_do_update(
                     index_elements=["key"], set_={"failures": login_throttle.c.failures}

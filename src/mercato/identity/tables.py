@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Float, Integer, String, Table, Text
 
-from mercato.platform.db import AutoIncrementId, UTCDateTime, naming_metadata
+from mercato.platform.db import UTCDateTime, naming_metadata
+from mercato.platform.request_window import window_tables
 
 metadata = naming_metadata()
 
@@ -37,15 +38,8 @@ clients = Table(
     Column("created_at", UTCDateTime, nullable=False),
 )
 
-# Token requests of clients that have a budget, when no Redis is configured (rolling hour).
-client_grants = Table(
-    "client_grants",
-    metadata,
-    Column("id", AutoIncrementId, primary_key=True, autoincrement=True),
-    Column("client_id", String(64), nullable=False),
-    Column("at", Float, nullable=False),
-)
-Index("ix_client_grants_client_id", client_grants.c.client_id, client_grants.c.at)
+# The token budgets of clients that have one, when no Redis is configured (identity_0004).
+budget_heads, budget_stamps = window_tables(metadata, "token_budget")
 
 # A login (or password grant) starts a family; each refresh replaces its token by a new one.
 refresh_families = Table(

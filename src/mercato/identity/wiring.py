@@ -10,9 +10,9 @@ from mercato.identity.keyring import Keyring, ReadFactory
 from mercato.identity.settings import IdentitySettings
 from mercato.identity.tokens import IdentityDeps
 from mercato.platform.passwords import verify_password
+from mercato.platform.request_window import RedisRequestWindow
 from mercato.platform.secrets import SecretBox, secret_box
 from mercato.platform.service import ServiceContext
-from mercato.platform.token_stores import RedisTokenStore
 from mercato.platform.uow import UnitOfWorkFactory
 
 # Private to identity: other services never look this up (they use `contracts` keys).
@@ -50,7 +50,7 @@ def deps_of(ctx: ServiceContext) -> IdentityDeps:
     settings = IdentitySettings()
     keyring = build_keyring(settings, ctx.uow, ctx.database.read, secrets=secret_box(ctx.settings))
     budget: Budget = (
-        RedisBudget(RedisTokenStore(ctx.shared.redis, f"{ctx.settings.redis_prefix}:identity"))
+        RedisBudget(RedisRequestWindow(ctx.shared.redis), f"{ctx.settings.redis_prefix}:identity")
         if ctx.shared.redis is not None
         else DatabaseBudget(ctx.uow)
     )

@@ -38,7 +38,7 @@ import math
 import random
 import secrets
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -48,6 +48,8 @@ from urllib.parse import unquote_plus
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+
+from mercato.platform.request_window import MemoryRequestWindow
 
 DEFAULT_FAULT_PATHS = ("/products", "/api/orders")
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -99,7 +101,7 @@ class _State:
     products: list[dict[str, Any]] = field(default_factory=list)
     orders: list[dict[str, Any]] = field(default_factory=list)
     tokens: dict[str, float] = field(default_factory=dict)  # token -> expires_at
-    issued_at: deque[float] = field(default_factory=deque)  # for the rolling-hour budget
+    budget: MemoryRequestWindow = field(default_factory=MemoryRequestWindow)  # rolling hour
     tokens_issued: int = 0
     token_requests_rejected: int = 0
     requests_by_path: Counter[str] = field(default_factory=Counter)
@@ -244,16 +246,14 @@ def create_partner_app(
         if grant_type != "client_credentials":
             return _oauth_error(400, "unsupported_grant_type", "only client_credentials")
         now = clock()
-        while state.issued_at and state.issued_at[0] <= now - 3600:
-            state.issued_at.popleft()
-        if len(state.issued_at) >= token_budget:
+        granted, seconds = state.budget.take("tokens", now=now, limit=token_budget, window=3600)
+        if not granted:
             state.token_requests_rejected += 1
-            wait = max(1, math.ceil(state.issued_at[0] + 3600 - now))
+            wait = max(1, math.ceil(seconds))
             description = f"at most {token_budget} tokens per hour; retry after {wait} s"
             return _oauth_error(429, "slow_down", description, **{"Retry-After": str(wait)})
         access_token = secrets.token_urlsafe(32)
         state.tokens[access_token] = now + token_lifetime
-        state.issued_at.append(now)
         state.tokens_issued += 1
         body: dict[str, Any] = {
             "access_token": access_token,

@@ -13,7 +13,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from mercato.platform.db import AutoIncrementId, Cents, UTCDateTime, naming_metadata
+from mercato.platform.db import Cents, UTCDateTime, naming_metadata
+from mercato.platform.request_window import window_tables
 
 metadata = naming_metadata()
 
@@ -111,11 +112,5 @@ token_cache = Table(
     Column("lock_until", Float, nullable=True),
     Column("last_error", Text, nullable=True),  # integration_0002
 )
-token_requests = Table(
-    "token_requests",
-    metadata,
-    Column("seq", AutoIncrementId, primary_key=True, autoincrement=True),
-    Column("name", String(64), nullable=False),
-    Column("at", Float, nullable=False),
-)
-Index("ix_token_requests_name_at", token_requests.c.name, token_requests.c.at)
+# The token managers' budgets when there is no Redis (integration_0003; see token_store.py).
+budget_heads, budget_stamps = window_tables(metadata, "token_budget")

@@ -6,10 +6,11 @@ five times in an hour would spend a 5/hour budget on start-up alone and then be 
 rest of the hour. The SQLite file survives restarts and is shared by every process on the data
 dir (a `mercato jobs run` next to `mercato run`); on PostgreSQL it is shared by every replica.
 
-Atomicity: `try_acquire_budget` runs in one write transaction. On SQLite that transaction begins
+Atomicity: `try_acquire_budget` runs the platform's sliding-window counter
+(`mercato.platform.request_window`) in one write transaction. On SQLite that transaction begins
 IMMEDIATE (the platform's engine does so for every writer), so it holds the database's write
-lock from its first statement; on PostgreSQL the upstream's `token_cache` row is locked
-`FOR UPDATE` first, so two replicas' budget checks on one upstream serialise.
+lock from its first statement; on PostgreSQL the counter locks the upstream's head row first, so
+two replicas' budget checks on one upstream serialise.
 
 Cached access tokens are stored sealed with the installation's key-encryption key when a
 `SecretBox` is given (integration always gives one); a token cached in clear before is still
@@ -18,13 +19,17 @@ read, and sealed by `reseal_tokens` (`mercato secrets rotate`).
 
 from __future__ import annotations
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mercato.integration.tables import token_cache, token_requests
+from mercato.integration.tables import budget_heads, budget_stamps, token_cache
 from mercato.platform.db import Database, insert_ignore
+from mercato.platform.request_window import SqlRequestWindow
 from mercato.platform.secrets import SecretBox, SecretsKeyError
 from mercato.platform.token_stores import StoredToken, TokenStore
+
+# Each upstream's token requests, keyed by the upstream's name.
+_BUDGET = SqlRequestWindow(budget_heads, budget_stamps)
 
 
 class SqlTokenStore:
@@ -42,11 +47,8 @@ class SqlTokenStore:
         except SecretsKeyError:
             return None  # only a cache: a token the key cannot open is fetched again
 
-    async def _row(self, conn: AsyncConnection, name: str, *, lock: bool) -> None:
+    async def _row(self, conn: AsyncConnection, name: str) -> None:
         await insert_ignore(conn, token_cache, {"name": name}, ["name"])
-        if lock:
-            stmt = select(token_cache.c.name).where(token_cache.c.name == name)
-            await conn.execute(stmt.with_for_update())
 
     async def load_token(self, name: str) -> StoredToken | None:
         """See `TokenStore`."""
@@ -70,7 +72,7 @@ class SqlTokenStore:
     async def save_token(self, name: str, token: StoredToken, *, now: float) -> None:
         """See `TokenStore`."""
         async with self._db.transaction() as conn:
-            await self._row(conn, name, lock=False)
+            await self._row(conn, name)
             await conn.execute(
                 update(token_cache)
                 .where(token_cache.c.name == name)
@@ -134,39 +136,17 @@ class SqlTokenStore:
     ) -> tuple[bool, float]:
         """See `TokenStore`: checked and recorded in one serialised transaction."""
         async with self._db.transaction() as conn:
-            await self._row(conn, name, lock=True)
-            await conn.execute(
-                delete(token_requests).where(
-                    token_requests.c.name == name, token_requests.c.at <= now - window
-                )
-            )
-            in_window = token_requests.c.name == name
-            used, oldest = (
-                await conn.execute(
-                    select(func.count(), func.min(token_requests.c.at)).where(in_window)
-                )
-            ).one()
-            if used < limit:
-                await conn.execute(token_requests.insert().values(name=name, at=now))
-                return True, 0.0
-            return False, max(0.0, float(oldest) + window - now)
+            return await _BUDGET.take(conn, name, now=now, limit=limit, window=window)
 
     async def requests_in_window(self, name: str, *, now: float, window: float) -> int:
         """See `TokenStore`."""
         async with self._db.read() as conn:
-            count = (
-                await conn.execute(
-                    select(func.count()).where(
-                        token_requests.c.name == name, token_requests.c.at > now - window
-                    )
-                )
-            ).scalar_one()
-        return int(count)
+            return await _BUDGET.count(conn, name, now=now, window=window)
 
     async def acquire_lock(self, name: str, owner: str, *, ttl: float, now: float) -> bool:
         """See `TokenStore`: a conditional update, so exactly one owner wins."""
         async with self._db.transaction() as conn:
-            await self._row(conn, name, lock=False)
+            await self._row(conn, name)
             result = await conn.execute(
                 update(token_cache)
                 .where(
@@ -193,7 +173,7 @@ class SqlTokenStore:
     async def record_error(self, name: str, error: str | None) -> None:
         """See `TokenStore`."""
         async with self._db.transaction() as conn:
-            await self._row(conn, name, lock=False)
+            await self._row(conn, name)
             await conn.execute(
                 update(token_cache).where(token_cache.c.name == name).values(last_error=error)
             )

@@ -183,6 +183,16 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
+def dialect_insert(conn: AsyncConnection) -> Any:
+    """The dialect's INSERT construct, the one with ON CONFLICT (PostgreSQL or SQLite)."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert
+    if dialect == "sqlite":
+        return sqlite.insert
+    raise RuntimeError(f"unsupported dialect {dialect}")  # pragma: no cover - only these two
+
+
 async def insert_ignore(
     conn: AsyncConnection,
     table: Table,
@@ -193,13 +203,7 @@ async def insert_ignore(
     many = not isinstance(rows, Mapping)
     if many and not rows:
         return 0
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        stmt: Any = postgresql.insert(table).on_conflict_do_nothing(index_elements=index_elements)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=index_elements)
-    else:  # pragma: no cover - only the two dialects above are supported
-        raise RuntimeError(f"unsupported dialect {dialect}")
+    stmt = dialect_insert(conn)(table).on_conflict_do_nothing(index_elements=index_elements)
     result = await conn.execute(stmt, list(rows) if many else rows)  # type: ignore[arg-type]
     return max(result.rowcount, 0)
 

@@ -7,22 +7,21 @@ drives the whole thing; stores never read the clock themselves (Redis's own key 
 garbage collection, never a decision).
 
 To add a backend (a SQL table, say), implement the seven methods of `TokenStore` with these
-guarantees: `try_acquire_budget` checks and records in one atomic step (a transaction with a row
-lock, a Lua script, ...), `clear_token(only_if=...)` is a compare-and-delete, and `acquire_lock`
-succeeds for exactly one owner until it is released or `ttl` passes.
+guarantees: `try_acquire_budget` checks and records in one atomic step (one of the
+`request_window` counters does), `clear_token(only_if=...)` is a compare-and-delete, and
+`acquire_lock` succeeds for exactly one owner until it is released or `ttl` passes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
+from mercato.platform.request_window import MemoryRequestWindow, RedisRequestWindow
 from mercato.platform.secrets import SecretBox, SecretsKeyError
 
 
@@ -89,7 +88,7 @@ class MemoryTokenStore:
 
     def __init__(self) -> None:
         self._tokens: dict[str, StoredToken] = {}
-        self._requests: dict[str, deque[float]] = {}
+        self._requests = MemoryRequestWindow()
         self._locks: dict[str, tuple[str, float]] = {}
         self._errors: dict[str, str] = {}
 
@@ -111,15 +110,11 @@ class MemoryTokenStore:
         self, name: str, *, now: float, limit: int, window: float
     ) -> tuple[bool, float]:
         """See `TokenStore`. No await inside, hence atomic on the event loop."""
-        stamps = self._trim(name, now, window)
-        if len(stamps) < limit:
-            stamps.append(now)
-            return True, 0.0
-        return False, max(0.0, stamps[0] + window - now)
+        return self._requests.take(name, now=now, limit=limit, window=window)
 
     async def requests_in_window(self, name: str, *, now: float, window: float) -> int:
         """See `TokenStore`."""
-        return len(self._trim(name, now, window))
+        return self._requests.count(name, now=now, window=window)
 
     async def acquire_lock(self, name: str, owner: str, *, ttl: float, now: float) -> bool:
         """See `TokenStore`."""
@@ -146,32 +141,7 @@ class MemoryTokenStore:
         """See `TokenStore`."""
         return self._errors.get(name)
 
-    def _trim(self, name: str, now: float, window: float) -> deque[float]:
-        stamps = self._requests.setdefault(name, deque())
-        while stamps and stamps[0] <= now - window:
-            stamps.popleft()
-        return stamps
 
-
-# Budget check and record in one step: Redis runs a script atomically, so two replicas can
-# never both see "4 of 5 used" and both fetch.
-_BUDGET_LUA = """
-local now = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local limit = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
-  return {1, '0'}
-end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, tostring(tonumber(oldest[2]) + window - now)}
-"""
-_COUNT_LUA = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
-return redis.call('ZCARD', KEYS[1])
-"""
 # A sealed token differs at every write, so the compare is on its digest; a token cached in
 # clear by an older version is compared as it is.
 _CLEAR_IF_LUA = """
@@ -200,8 +170,9 @@ ERROR_KEEP_SECONDS = 7 * 24 * 3600
 class RedisTokenStore:
     """Redis store shared by every replica: survives restarts of the application.
 
-    Keys (under `prefix`): `token:<name>` a hash, `token-requests:<name>` a sorted set of request
-    timestamps, `token-lock:<name>` the fetch lock, `token-error:<name>` the last failure.
+    Keys (under `prefix`): `token:<name>` a hash, `token-requests:<name>` the budget (the
+    platform's sliding window, `request_window.RedisRequestWindow`), `token-lock:<name>` the
+    fetch lock, `token-error:<name>` the last failure.
     Works with or without `decode_responses`. With `secrets`, the cached access token is stored
     sealed (and its SHA-256 beside it, for compare-and-delete).
     """
@@ -212,8 +183,7 @@ class RedisTokenStore:
         self._redis = redis
         self._prefix = prefix
         self._secrets = secrets
-        self._budget = redis.register_script(_BUDGET_LUA)
-        self._count = redis.register_script(_COUNT_LUA)
+        self._requests = RedisRequestWindow(redis)
         self._clear_if = redis.register_script(_CLEAR_IF_LUA)
         self._release = redis.register_script(_RELEASE_LUA)
         self._reseal = redis.register_script(_RESEAL_LUA)
@@ -285,18 +255,13 @@ class RedisTokenStore:
         self, name: str, *, now: float, limit: int, window: float
     ) -> tuple[bool, float]:
         """See `TokenStore`."""
-        key = self._key("token-requests", name)
-        # A unique member, so two requests at the same instant are both counted.
-        member = f"{now!r}:{uuid.uuid4().hex}"
-        ok, retry_after = await self._budget(keys=[key], args=[repr(now), window, limit, member])
-        return bool(int(ok)), float(_text(retry_after))
+        return await self._requests.take(
+            self._key("token-requests", name), now=now, limit=limit, window=window
+        )
 
     async def requests_in_window(self, name: str, *, now: float, window: float) -> int:
         """See `TokenStore`."""
-        count = await self._count(
-            keys=[self._key("token-requests", name)], args=[repr(now), window]
-        )
-        return int(count)
+        return await self._requests.count(self._key("token-requests", name), now=now, window=window)
 
     async def acquire_lock(self, name: str, owner: str, *, ttl: float, now: float) -> bool:
         """See `TokenStore`. The lock's ttl runs on Redis's clock: it only bounds a crash."""

@@ -74,13 +74,20 @@ class StaticKeySource:
         self._provider = provider
         self._keys: dict[str, jwt.PyJWK] = {}
         self._document: Any = None
+        self._lock = asyncio.Lock()
 
     async def get(self, kid: str) -> jwt.PyJWK | None:
         """The key named `kid`, reading the provider again when it is not known yet."""
         key = self._keys.get(kid)
-        if key is None:
-            await self.refresh()
+        if key is not None:
+            return key
+        # Single flight: concurrent misses queue here, and each looks again once it has the
+        # lock, so the first token of a new key costs one read and the waiters find its result.
+        async with self._lock:
             key = self._keys.get(kid)
+            if key is None:
+                await self.refresh()
+                key = self._keys.get(kid)
         return key
 
     async def refresh(self) -> None:
