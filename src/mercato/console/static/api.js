@@ -184,3 +184,6 @@ export function query(params) {
   const text = search.toString();
   return text ? `?${text}` : "";
 }
+
+// A reloaded tab renews on the same schedule as the one that signed in.
+if (session) schedule();
