@@ -22,7 +22,13 @@ export function mount(main, { arg, navigate }) {
   );
   const listPanel = panel("Orders", search, list);
   main.append(h("div", { class: "split" }, listPanel, panel("Order", detail)));
-  let current = arg;
+  // #/orders/<id> opens an order; #/orders/pending-over/<seconds> lists the stuck ones.
+  const choose = (target) => {
+    const stuck = /^pending-over\/(\d+)$/.exec(target || "");
+    if (stuck) older.value = stuck[1];
+    return stuck ? null : target;
+  };
+  let current = choose(arg);
   const refreshList = () => showList(list, { status: status.value, user: user.value.trim(), older: older.value });
   search.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -30,9 +36,9 @@ export function mount(main, { arg, navigate }) {
   });
   const refreshDetail = () => (current ? showOrder(detail, current) : fill(detail, h("p", { class: "muted" }, "Pick an order to see its saga.")));
   return {
-    open(id) {
-      current = id;
-      return refreshDetail();
+    open(target) {
+      current = choose(target);
+      return Promise.all([refreshList(), refreshDetail()]);
     },
     async refresh() {
       await Promise.all([refreshList(), refreshDetail()]);

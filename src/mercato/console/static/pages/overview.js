@@ -104,7 +104,7 @@ async function showOrders(node) {
       h("div", { class: `card ${status === "failed" && count ? "bad" : ""}`, "data-status": status },
         h("h3", {}, statusBadge(status), h("strong", {}, `${count}${capped ? "+" : ""}`))))),
     stuck
-      ? h("p", { class: "notice warn" }, `${stuck} pending for more than ${SLOW_SECONDS} s: `, h("a", { href: "#/orders" }, "find them"))
+      ? h("p", { class: "notice warn" }, `${stuck} pending for more than ${SLOW_SECONDS} s: `, h("a", { href: `#/orders/pending-over/${SLOW_SECONDS}` }, "find them"))
       : null,
   );
 }
