@@ -1,22 +1,31 @@
-"""What the console's browser tests (test_console.py) share: the browser, a guard on every
-request a page makes, signing in through the form, and a dead letter made as the backbone
-makes one."""
+"""What the console's browser tests (test_console*.py) share: the browser, a guard on every
+request a page makes, signing in through the form, a dead letter made as the backbone makes one,
+and the distributed mode's gateway (nginx and its companion) in front of a platform."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import create_engine, insert, select
 
+from mercato.devcluster import ReservedPort
+from mercato.gateway import GATEWAY, ROUTES, UPSTREAMS_ENV, render_nginx
 from mercato.platform.clock import utcnow
 from mercato.platform.events.tables import dead_letters, outbox
 from mercato.platform.ids import new_id_str
 from tests.e2e.conftest import RunningPlatform, until
+from tests.integration.test_deploy import need
+from tests.running import Processes, mercato, start_nginx, stop, wait_for
 
 ADMIN_PASSWORD = "Admin-Pass-1234"
 # The console refreshes a page every 5 s; a wait covers a few of those.
@@ -29,6 +38,52 @@ def chromium_path() -> str:
     if found is None:
         pytest.skip("no chromium: apt-get install chromium (.ci/run does)")
     return found
+
+
+@contextmanager
+def launched_chromium() -> Iterator[Any]:
+    """Headless Debian chromium; background networking off (only the page's requests count)."""
+    path = chromium_path()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as driver:
+        browser = driver.chromium.launch(
+            executable_path=path,
+            headless=True,
+            args=["--disable-background-networking", "--disable-component-update"],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextmanager
+def behind_gateway(shop: RunningPlatform, workdir: Path) -> Iterator[str]:
+    """The distributed mode's front, with `shop` as every service's one replica: the companion
+    (`mercato serve gateway`) and nginx rendered from `mercato.gateway`'s routes, each on a port
+    held here and handed over. Yields nginx's base URL."""
+    nginx = need("nginx")
+    workdir.mkdir(parents=True)
+    replica = shop.base_url.removeprefix("http://")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MERCATO_")}
+    env[UPSTREAMS_ENV] = json.dumps({service: [replica] for service in ROUTES})
+    children = Processes(workdir)
+    reserved = ReservedPort()
+    proxy: subprocess.Popen[bytes] | None = None
+    try:
+        companion = children.spawn("gateway", mercato("serve", GATEWAY), env, "/health")
+        upstreams = {service: [replica] for service in ROUTES}
+        upstreams[GATEWAY] = [companion.removeprefix("http://")]
+        listen = f"127.0.0.1:{reserved.port}"
+        proxy = start_nginx(nginx, workdir, render_nginx(upstreams, listen=listen), reserved)
+        base = f"http://{listen}"
+        wait_for(f"{base}/ready", proxy, workdir / "nginx.log", 60)
+        yield base
+    finally:
+        if proxy is not None:
+            stop(proxy)
+        children.close()
+        reserved.close()
 
 
 @dataclass
@@ -61,11 +116,10 @@ class Guard:
         assert self.problems == [], self.problems
 
 
-def sign_in(
-    page: Any, shop: RunningPlatform, who: str = "admin", password: str = ADMIN_PASSWORD
-) -> None:
-    """Open the console and sign in through its form; as the admin, until the overview shows."""
-    page.goto(f"{shop.base_url}/console")
+def sign_in(page: Any, base: str, who: str = "admin", password: str = ADMIN_PASSWORD) -> None:
+    """Open the console at `base` and sign in through its form; as the admin, until the
+    overview shows."""
+    page.goto(f"{base}/console")
     page.fill("input[name=username]", who)
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")

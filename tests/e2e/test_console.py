@@ -26,8 +26,8 @@ from tests.e2e.console_browser import (
     ADMIN_PASSWORD,
     WAIT_MS,
     Guard,
-    chromium_path,
     has_endpoint,
+    launched_chromium,
     poison,
     poll,
     sign_in,
@@ -51,16 +51,9 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Debian chromium; background networking off (only the page's requests count)."""
-    path = chromium_path()
-    with sync_api.sync_playwright() as driver:
-        launched = driver.chromium.launch(
-            executable_path=path,
-            headless=True,
-            args=["--disable-background-networking", "--disable-component-update"],
-        )
+    """Headless Debian chromium for the module."""
+    with launched_chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +112,7 @@ def test_the_console_is_served_with_a_strict_policy(shop: RunningPlatform) -> No
 def test_admin_signs_in_and_the_overview_shows_every_service(
     page: Any, shop: RunningPlatform, screens: Path
 ) -> None:
-    sign_in(page, shop)
+    sign_in(page, shop.base_url)
     for service in SERVICES:
         card = page.locator(f"[data-service={service}]")
         card.wait_for()
@@ -132,7 +125,7 @@ def test_admin_signs_in_and_the_overview_shows_every_service(
 def test_every_page_works_with_nothing_but_the_platform_reachable(
     page: Any, shop: RunningPlatform, boss: dict[str, str], screens: Path
 ) -> None:
-    sign_in(page, shop)
+    sign_in(page, shop.base_url)
     expected = {
         "orders": "[data-testid=orders-list] p",
         "events": "[data-testid=dead-letters] p, [data-testid=dead-letters] table",
@@ -195,7 +188,7 @@ def test_an_order_placed_through_the_api_is_found_with_its_saga(
             return answer.json() if answer.status_code == 202 else None
 
         order = poll(place, "an order orders' replica can price")
-    sign_in(page, shop)
+    sign_in(page, shop.base_url)
     page.click("header nav a[data-page=orders]")
     page.locator(f"[data-order='{order['id']}']").click()
     page.locator("[data-testid=order-id]", has_text=order["id"]).wait_for()
@@ -237,7 +230,7 @@ def test_an_order_placed_through_the_api_is_found_with_its_saga(
 def test_the_export_job_runs_and_its_file_downloads(
     page: Any, shop: RunningPlatform, screens: Path
 ) -> None:
-    sign_in(page, shop)
+    sign_in(page, shop.base_url)
     page.click("header nav a[data-page=jobs]")
     before = page.locator("[data-testid=exports-table] [data-testid=download]").count()
     page.click("[data-testid=run-export-products]")
@@ -255,7 +248,7 @@ def test_the_export_job_runs_and_its_file_downloads(
 def test_a_machine_client_secret_is_shown_once(
     page: Any, shop: RunningPlatform, screens: Path
 ) -> None:
-    sign_in(page, shop)
+    sign_in(page, shop.base_url)
     page.click("header nav a[data-page=identity]")
     page.fill("input[name=client_name]", "console reporter")
     page.fill("input[name=client_id]", "console-reporter")
@@ -286,7 +279,7 @@ def test_a_person_without_the_admin_role_is_refused(
     with shop.client() as client:
         visitor, _ = register(client, "visitor")
         login(client, visitor, PASSWORD)  # identity knows them now
-    sign_in(page, shop, visitor, PASSWORD)
+    sign_in(page, shop.base_url, visitor, PASSWORD)
     refusal = page.locator("[data-testid=refusal]")
     refusal.wait_for()
     assert "no admin role" in refusal.inner_text()
@@ -299,7 +292,7 @@ def test_a_person_without_the_admin_role_is_refused(
 def test_the_session_is_renewed_before_expiry_and_sign_out_revokes_it(
     page: Any, shop: RunningPlatform
 ) -> None:
-    sign_in(page, shop)
+    sign_in(page, shop.base_url)
     first = page.evaluate("JSON.parse(sessionStorage.getItem('mercato.console.session'))")
     # Due for renewal: the next request renews first (as the timer would, a minute before expiry).
     page.evaluate(
@@ -333,7 +326,7 @@ def test_a_dead_letter_stands_out_and_a_replay_clears_it(
         )
         assert made.status_code == 201, made.text
     poison(shop, "orders")
-    sign_in(page, shop)
+    sign_in(page, shop.base_url)
     orders_card = page.locator("[data-service=orders]")
     poll(lambda: orders_card.get_attribute("data-health") == "bad", "orders marked unhealthy")
     assert "dead letters" in orders_card.inner_text()
@@ -358,7 +351,7 @@ def test_a_product_is_edited_and_a_token_forgotten_after_the_budget_warning(
             headers=boss,
             json={"name": "Editable Atlas", "price": "30.00", "stock": 3},
         ).json()
-    sign_in(page, shop)
+    sign_in(page, shop.base_url)
     page.click("header nav a[data-page=catalog]")
     page.fill("input[name=q]", "Editable Atlas")
     page.click("[data-testid=products] >> xpath=.. >> button[type=submit]")
