@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -136,3 +137,20 @@ def test_money_refuses_what_is_not_an_amount(raw: object) -> None:
 def test_money_helpers() -> None:
     assert parse_money("  3.5 ") == Decimal("3.50")
     assert format_money(Decimal("7")) == "7.00"
+
+
+def test_a_database_file_makes_private_only_a_directory_of_mercatos_own(tmp_path: Path) -> None:
+    from mercato.platform.db import _private_file
+
+    ours, shared = tmp_path / "data", tmp_path / "srv"
+    for directory in (ours, shared):
+        directory.mkdir()
+        directory.chmod(0o755)
+        (directory / "secrets.key").touch()
+    (shared / "someone-elses.conf").touch()
+    _private_file(ours / "catalog.db")
+    _private_file(shared / "catalog.db")
+    assert stat.S_IMODE(ours.stat().st_mode) == 0o700
+    # A directory holding anything else (think `/`, or /srv) keeps its mode; the file is 0600.
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+    assert stat.S_IMODE((shared / "catalog.db").stat().st_mode) == 0o600

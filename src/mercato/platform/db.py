@@ -153,14 +153,30 @@ def _private_file(path: Path) -> None:
     left readable to others is tightened."""
     directory = path.parent
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = directory.stat()
-    # Not a directory shared by others (a sticky /tmp, one owned by someone else): only ours.
-    if info.st_uid == os.getuid() and not info.st_mode & stat.S_ISVTX:
+    if _holds_only_ours(directory):
         directory.chmod(0o700)
     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     for name in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
         with contextlib.suppress(FileNotFoundError):
             name.chmod(0o600)
+
+
+# What Mercato keeps in a data dir: databases (with SQLite's side files), the key-encryption key,
+# the admin's credentials, the instance record, exports and backups.
+_OUR_NAMES = re.compile(
+    r"[\w.-]+\.db(-wal|-shm|-journal)?|secrets\.key|admin-credentials\.txt|instance\.json|exports"
+)
+
+
+def _holds_only_ours(directory: Path) -> bool:
+    """Whether `directory` may be made private: ours (not a sticky /tmp, not someone else's),
+    not a mount point, and holding nothing but Mercato's files. A database named somewhere
+    else (`sqlite:////srv/x.db`, or `/x.db` as root) must never close its directory, let alone
+    `/`, to every other user of the machine."""
+    info = directory.stat()
+    if info.st_uid != os.getuid() or info.st_mode & stat.S_ISVTX or os.path.ismount(directory):
+        return False
+    return all(_OUR_NAMES.fullmatch(entry.name) for entry in directory.iterdir())
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
