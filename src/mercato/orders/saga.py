@@ -100,7 +100,11 @@ async def _announce(uow: UnitOfWork, transition: Transition) -> None:
     await record_event(uow, order.id, envelope)
 
 
-async def _apply(uow: UnitOfWork, order_id: str, step: Callable[[Order], Transition]) -> None:
+async def _apply(
+    uow: UnitOfWork, envelope: Envelope, order_id: str, step: Callable[[Order], Transition]
+) -> None:
+    # Every answer goes on its order's timeline, in the transaction that applies it.
+    await record_event(uow, order_id, envelope)
     repo = OrderRepository(uow.connection)
     order = await repo.get(order_id, for_update=True)
     if order is None:
@@ -114,40 +118,52 @@ async def _apply(uow: UnitOfWork, order_id: str, step: Callable[[Order], Transit
     await _announce(uow, transition)
 
 
-async def payment_debited(uow: UnitOfWork, event: PaymentDebited) -> None:
+async def payment_debited(uow: UnitOfWork, event: PaymentDebited, *, envelope: Envelope) -> None:
     """Wallet took the total."""
-    await _apply(uow, event.order_id, lambda o: record_payment(o, PaymentStep.DEBITED, utcnow()))
+    await _apply(
+        uow, envelope, event.order_id, lambda o: record_payment(o, PaymentStep.DEBITED, utcnow())
+    )
 
 
-async def payment_rejected(uow: UnitOfWork, event: PaymentRejected) -> None:
+async def payment_rejected(uow: UnitOfWork, event: PaymentRejected, *, envelope: Envelope) -> None:
     """Wallet refused: the order fails with its reason (unless it already ended)."""
     await _apply(
         uow,
+        envelope,
         event.order_id,
         lambda o: record_payment(o, PaymentStep.REJECTED, utcnow(), event.reason),
     )
 
 
-async def payment_refunded(uow: UnitOfWork, event: PaymentRefunded) -> None:
+async def payment_refunded(uow: UnitOfWork, event: PaymentRefunded, *, envelope: Envelope) -> None:
     """Wallet gave a failed order's debit back."""
-    await _apply(uow, event.order_id, lambda o: record_payment(o, PaymentStep.REFUNDED, utcnow()))
-
-
-async def stock_reserved(uow: UnitOfWork, event: StockReserved) -> None:
-    """Catalog took the stock."""
-    await _apply(uow, event.order_id, lambda o: record_stock(o, StockStep.RESERVED, utcnow()))
-
-
-async def stock_rejected(uow: UnitOfWork, event: StockRejected) -> None:
-    """Catalog refused: the order fails with its reason (unless it already ended)."""
     await _apply(
-        uow, event.order_id, lambda o: record_stock(o, StockStep.REJECTED, utcnow(), event.reason)
+        uow, envelope, event.order_id, lambda o: record_payment(o, PaymentStep.REFUNDED, utcnow())
     )
 
 
-async def stock_released(uow: UnitOfWork, event: StockReleased) -> None:
+async def stock_reserved(uow: UnitOfWork, event: StockReserved, *, envelope: Envelope) -> None:
+    """Catalog took the stock."""
+    await _apply(
+        uow, envelope, event.order_id, lambda o: record_stock(o, StockStep.RESERVED, utcnow())
+    )
+
+
+async def stock_rejected(uow: UnitOfWork, event: StockRejected, *, envelope: Envelope) -> None:
+    """Catalog refused: the order fails with its reason (unless it already ended)."""
+    await _apply(
+        uow,
+        envelope,
+        event.order_id,
+        lambda o: record_stock(o, StockStep.REJECTED, utcnow(), event.reason),
+    )
+
+
+async def stock_released(uow: UnitOfWork, event: StockReleased, *, envelope: Envelope) -> None:
     """Catalog gave a failed order's stock back."""
-    await _apply(uow, event.order_id, lambda o: record_stock(o, StockStep.RELEASED, utcnow()))
+    await _apply(
+        uow, envelope, event.order_id, lambda o: record_stock(o, StockStep.RELEASED, utcnow())
+    )
 
 
 async def user_deleted(uow: UnitOfWork, event: UserDeleted) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 from typing import Any, Literal
@@ -32,7 +33,13 @@ from mercato.platform.events.transport import ConsumerRunner, ConsumerSpec, Subs
 from mercato.platform.metrics_access import metrics_guard, scrape_refresher
 from mercato.platform.migrations import upgrade
 from mercato.platform.secrets import SecretsKeyError, missing_key_message, secret_box
-from mercato.platform.service import BackgroundTask, ServiceContext, ServiceModule, SharedState
+from mercato.platform.service import (
+    BackgroundTask,
+    ServiceContext,
+    ServiceModule,
+    SharedState,
+    bind_handlers,
+)
 from mercato.platform.settings import Settings
 from mercato.platform.web import create_base_app
 
@@ -51,11 +58,11 @@ class Platform:
     def __init__(
         self,
         settings: Settings,
-        modules: Sequence[ServiceModule],
+        modules: Sequence[ServiceModule[Any]],
         *,
         role: Role = "embedded",
         migrate_on_start: bool = True,
-        topology: Sequence[ServiceModule] = (),
+        topology: Sequence[ServiceModule[Any]] = (),
     ) -> None:
         if role != "embedded" and not settings.redis_url:
             # Replicas agree on revocations, client token budgets and cached upstream tokens
@@ -103,7 +110,7 @@ class Platform:
         }
         self._runners: dict[str, ConsumerRunner] = {}
         self.relays: dict[str, OutboxRelay] = {}
-        self.contexts: dict[str, ServiceContext] = {}
+        self.contexts: dict[str, ServiceContext[Any]] = {}
         for module in self.modules:
             database = self.databases[module.name]
             relay = OutboxRelay(
@@ -114,7 +121,7 @@ class Platform:
                 keep_sent=timedelta(seconds=settings.event_log_keep),
             )
             self.relays[module.name] = relay
-            self.contexts[module.name] = ServiceContext(
+            bare = ServiceContext(
                 name=module.name,
                 settings=settings,
                 database=database,
@@ -123,15 +130,18 @@ class Platform:
                 wake_relay=relay.wake,
                 redeliver=self.transport.redeliver,
                 role=role,
+                deps=None,
             )
+            # Built once, here: the router, handlers and hooks are all handed the same ones.
+            deps = module.dependencies(bare) if module.dependencies is not None else None
+            self.contexts[module.name] = replace(bare, deps=deps)
         self.consumers: dict[str, EventConsumer] = {}
         for module in self.modules:
             if not module.handlers:
                 continue
             ctx = self.contexts[module.name]
-            bound = {kind: partial(handler, ctx) for kind, handler in module.handlers.items()}
             self.consumers[module.name] = EventConsumer(
-                Subscription(module.name, bound),
+                Subscription(module.name, bind_handlers(module.handlers, ctx.deps)),
                 ctx.database,
                 retry_delays=settings.event_retry_delays,
                 on_commit=ctx.wake_relay,
@@ -182,7 +192,7 @@ class Platform:
         return [
             ConsumerSpec.of(
                 module.name,
-                module.handlers,
+                module.event_types,
                 self.settings.event_retry_delays,
                 self.settings.database_url_for(module.name),
             )
