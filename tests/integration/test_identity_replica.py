@@ -36,7 +36,7 @@ async def deliver(s: Stack, payload: EventPayload, subject: str) -> None:
     ctx = s.platform.contexts["identity"]
     envelope = make_envelope(payload, source="accounts", subject=subject)
     async with ctx.uow() as uow:
-        await bind_handlers(MODULE.handlers, ctx.deps)[envelope.type](envelope, uow)
+        await bind_handlers(MODULE.handlers, ctx)[envelope.type](envelope, uow)
 
 
 async def login(s: Stack, who: str) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 from typing import Any, Literal
@@ -121,7 +120,7 @@ class Platform:
                 keep_sent=timedelta(seconds=settings.event_log_keep),
             )
             self.relays[module.name] = relay
-            bare = ServiceContext(
+            ctx: ServiceContext[Any] = ServiceContext(
                 name=module.name,
                 settings=settings,
                 database=database,
@@ -130,18 +129,19 @@ class Platform:
                 wake_relay=relay.wake,
                 redeliver=self.transport.redeliver,
                 role=role,
-                deps=None,
+                make_deps=lambda: None,
             )
-            # Built once, here: the router, handlers and hooks are all handed the same ones.
-            deps = module.dependencies(bare) if module.dependencies is not None else None
-            self.contexts[module.name] = replace(bare, deps=deps)
+            if module.dependencies is not None:
+                # Built once, on first use: router, handlers and hooks share the same ones.
+                ctx.make_deps = partial(module.dependencies, ctx)
+            self.contexts[module.name] = ctx
         self.consumers: dict[str, EventConsumer] = {}
         for module in self.modules:
             if not module.handlers:
                 continue
             ctx = self.contexts[module.name]
             self.consumers[module.name] = EventConsumer(
-                Subscription(module.name, bind_handlers(module.handlers, ctx.deps)),
+                Subscription(module.name, bind_handlers(module.handlers, ctx)),
                 ctx.database,
                 retry_delays=settings.event_retry_delays,
                 on_commit=ctx.wake_relay,

@@ -79,8 +79,17 @@ class ServiceContext(Generic[D]):
     wake_relay: Callable[[], None] = lambda: None
     redeliver: Callable[[str, Any], Awaitable[None]] | None = None
     role: str = "embedded"  # "embedded", "api" (serve) or "worker"
-    # The service's own dependencies, built once by `ServiceModule.dependencies`.
-    deps: D = field(kw_only=True)
+    # Builds the service's own dependencies (`ServiceModule.dependencies`); see `deps`.
+    make_deps: Callable[[], D] = field(kw_only=True, repr=False)
+    _built: list[D] = field(default_factory=list, init=False, repr=False)
+
+    @property
+    def deps(self) -> D:
+        """The service's own dependencies, built once per process on first use (so commands
+        that only read the event tables never build, nor need the secrets of, a keyring)."""
+        if not self._built:
+            self._built.append(self.make_deps())
+        return self._built[0]
 
     def uow(self) -> UnitOfWork:
         """A new unit of work on this service's database."""
@@ -116,28 +125,27 @@ class ServiceModule(Generic[D]):
 
 
 def bind_handlers(
-    handlers: Mapping[type[EventPayload], EventHandler], deps: object
+    handlers: Mapping[type[EventPayload], EventHandler], ctx: ServiceContext[Any]
 ) -> dict[str, Handler]:
     """The consumer's handlers by event type name: each parses the envelope's `data` into its
     payload model and calls the use case with the unit of work, the payload and, when it names
-    them as parameters, `envelope=` and `deps=`."""
+    them as keyword parameters, `envelope=` (the event's metadata) and `deps=` (`ctx.deps`)."""
     return {
-        payload.event_type: _bound(payload, handler, deps) for payload, handler in handlers.items()
+        payload.event_type: _bound(payload, handler, ctx) for payload, handler in handlers.items()
     }
 
 
-def _bound(payload: type[EventPayload], handler: EventHandler, deps: object) -> Handler:
+def _bound(payload: type[EventPayload], handler: EventHandler, ctx: ServiceContext[Any]) -> Handler:
     # Looked at once here, not per event.
     wanted = inspect.signature(handler).parameters
-    fixed: dict[str, object] = {"deps": deps} if "deps" in wanted else {}
-    if "envelope" in wanted:
-
-        async def apply_with_envelope(envelope: Envelope, uow: UnitOfWork) -> None:
-            await handler(uow, envelope.payload(payload), envelope=envelope, **fixed)
-
-        return apply_with_envelope
+    with_envelope, with_deps = "envelope" in wanted, "deps" in wanted
 
     async def apply(envelope: Envelope, uow: UnitOfWork) -> None:
-        await handler(uow, envelope.payload(payload), **fixed)
+        named: dict[str, object] = {}
+        if with_envelope:
+            named["envelope"] = envelope
+        if with_deps:
+            named["deps"] = ctx.deps
+        await handler(uow, envelope.payload(payload), **named)
 
     return apply
