@@ -19,7 +19,7 @@ async def apply_user_state(deps: IdentityDeps, uow: UnitOfWork, incoming: Creden
     A username or e-mail another user's replica still holds (its release is an event not yet
     applied) is settled by `release_keys`, so out-of-order events never wedge the consumer.
     """
-    repo = CredentialRepository(uow.connection)
+    repo = uow.repository(CredentialRepository)
     current = await repo.get(incoming.user_id)
     change = replicate(current, incoming)
     if not change.apply:

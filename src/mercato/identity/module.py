@@ -61,10 +61,10 @@ async def prune(deps: IdentityDeps) -> None:
     now = utcnow()
     epoch = int(time.time())
     async with deps.uow() as uow:
-        await SessionRepository(uow.connection).prune(now, epoch)
-        await RevocationRepository(uow.connection).prune(epoch)
-        await SubjectCutOffRepository(uow.connection).prune(epoch)
-        await ThrottleRepository(uow.connection).prune(
+        await uow.repository(SessionRepository).prune(now, epoch)
+        await uow.repository(RevocationRepository).prune(epoch)
+        await uow.repository(SubjectCutOffRepository).prune(epoch)
+        await uow.repository(ThrottleRepository).prune(
             epoch - deps.settings.identity_login_forget_seconds
         )
 

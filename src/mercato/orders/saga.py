@@ -57,7 +57,7 @@ USER_DELETED = "user_deleted"
 
 async def record_event(uow: UnitOfWork, order_id: str, envelope: Envelope) -> None:
     """Add an event that concerns `order_id` to its timeline, in the transaction at hand."""
-    await TimelineRepository(uow.connection).add(
+    await uow.repository(TimelineRepository).add(
         TimelineEntry(
             order_id=order_id,
             event_id=envelope.id,
@@ -105,7 +105,7 @@ async def _apply(
 ) -> None:
     # Every answer goes on its order's timeline, in the transaction that applies it.
     await record_event(uow, order_id, envelope)
-    repo = OrderRepository(uow.connection)
+    repo = uow.repository(OrderRepository)
     order = await repo.get(order_id, for_update=True)
     if order is None:
         # Answers follow `order.placed`, which commits with its order: this is not ours.
@@ -168,7 +168,7 @@ async def stock_released(uow: UnitOfWork, event: StockReleased, *, envelope: Env
 
 async def user_deleted(uow: UnitOfWork, event: UserDeleted) -> None:
     """A deleted user's pending orders fail (wallet and catalog then undo their part)."""
-    repo = OrderRepository(uow.connection)
+    repo = uow.repository(OrderRepository)
     for order in await repo.pending_of(event.user_id):
         transition = fail(order, USER_DELETED, utcnow())
         await repo.save_state(transition.order)
@@ -177,7 +177,7 @@ async def user_deleted(uow: UnitOfWork, event: UserDeleted) -> None:
 
 async def product_upserted(uow: UnitOfWork, event: ProductUpserted) -> None:
     """Keep the replica's name, price and active flag, ignoring a state older than ours."""
-    replica = ReplicaRepository(uow.connection)
+    replica = uow.repository(ReplicaRepository)
     existing = await replica.get(event.product_id, for_update=True)
     if replica_applies(existing, event.version):
         await replica.put(
@@ -193,7 +193,7 @@ async def product_upserted(uow: UnitOfWork, event: ProductUpserted) -> None:
 
 async def product_deleted(uow: UnitOfWork, event: ProductDeleted) -> None:
     """Tombstone the product so it can no longer be ordered (old orders keep their lines)."""
-    replica = ReplicaRepository(uow.connection)
+    replica = uow.repository(ReplicaRepository)
     existing = await replica.get(event.product_id, for_update=True)
     if replica_applies(existing, event.version):
         await replica.put(
