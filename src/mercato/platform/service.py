@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from mercato.platform.auth.keysource import JwksProvider
 
 BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
-# A service's dependencies, built once at start (`ServiceModule.dependencies`); None for a
+# A service's dependencies, built once per process (`ServiceModule.dependencies`); None for a
 # service whose use cases need only their unit of work.
 D = DefaultTypeVar("D", default=None)
 T = TypeVar("T")
@@ -103,7 +103,8 @@ class ServiceModule(Generic[D]):
 
     name: str
     migrations: MigrationHistory | None = None
-    # Builds the service's dependencies once per process, before anything else of it runs.
+    # Builds the service's dependencies (its settings, stores, clients), once per process:
+    # every hook, router and handler of it is handed the same ones as `ctx.deps`.
     dependencies: Callable[[ServiceContext[None]], D] | None = None
     router: Callable[[ServiceContext[D]], APIRouter] | None = None
     # The use case applying each payload type. Static, so the broker topology of every
