@@ -53,7 +53,6 @@ from tests.harness import (
     stack,
 )
 
-from mercato.identity.wiring import deps_of
 from mercato.platform.auth import issue_access_token
 from mercato.platform.logging import configure_logging
 from mercato.platform.passwords import _hasher
@@ -76,7 +75,7 @@ async def token_rates(s: Stack, count: int) -> tuple[float, float]:
 
     await concurrently(50, 8, grant)  # warm-up
     seconds = await concurrently(count, 16, grant)
-    key = await deps_of(s.platform.contexts["identity"]).keyring.signing_key()
+    key = await s.platform.contexts["identity"].deps.keyring.signing_key()
     started = time.perf_counter()
     for _ in range(count):
         issue_access_token(
@@ -94,7 +93,7 @@ async def token_rates(s: Stack, count: int) -> tuple[float, float]:
 
 
 async def verification_costs(s: Stack, count: int) -> tuple[float, float]:
-    key = await deps_of(s.platform.contexts["identity"]).keyring.signing_key()
+    key = await s.platform.contexts["identity"].deps.keyring.signing_key()
     tokens = [
         issue_access_token(
             key,

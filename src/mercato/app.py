@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -28,7 +29,7 @@ def _has_module(service: str) -> bool:
         return False
 
 
-def load_modules(names: Sequence[str] | None = None) -> list[ServiceModule]:
+def load_modules(names: Sequence[str] | None = None) -> list[ServiceModule[Any]]:
     """The service modules of the given services (all available ones by default)."""
     chosen = list(names) if names else available_services()
     unknown = sorted(set(chosen) - set(available_services()))

@@ -67,7 +67,7 @@ class BackupReport:
     files: int
 
 
-def _histories(module: ServiceModule) -> list[MigrationHistory]:
+def _histories(module: ServiceModule[Any]) -> list[MigrationHistory]:
     return [EVENTS_HISTORY, *([module.migrations] if module.migrations else [])]
 
 

@@ -66,7 +66,7 @@ def check_document(document: dict[str, Any], exchange: str = "mercato.events") -
         assert queue["bindings"]["amqp"]["is"] == "queue"
         assert queue["bindings"]["amqp"]["queue"]["durable"] is True
         names = {_resolve(document, m["$ref"])["name"] for m in queue["messages"].values()}
-        assert names == set(module.handlers) & set(event_types()), module.name
+        assert names == set(module.event_types) & set(event_types()), module.name
     user_created = next(
         m for m in document["components"]["messages"].values() if m["name"] == "user.created"
     )

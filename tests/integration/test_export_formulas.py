@@ -20,8 +20,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from mercato.identity.contracts import (
     EXPORTER_CLIENT_ID,
-    EXPORTER_CREDENTIALS_KEY,
     ExporterCredentials,
+    ExporterHandover,
 )
 from mercato.integration.module import MIGRATIONS
 from mercato.integration.runtime import Integration
@@ -81,7 +81,7 @@ async def export_rows(tmp_path: Path, **overrides: Any) -> list[list[str]]:
             settings=Settings(data_dir=tmp_path / "data"),
             integ=IntegrationSettings(public_url=base, **overrides),
             database=database,
-            extras={EXPORTER_CREDENTIALS_KEY: ExporterCredentials(EXPORTER_CLIENT_ID, SECRET)},
+            exporter=ExporterHandover(ExporterCredentials(EXPORTER_CLIENT_ID, SECRET)),
         )
         await runtime.start()
         try:

@@ -16,7 +16,6 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from mercato.identity.wiring import deps_of
 from mercato.platform.auth import SigningKey, generate_signing_key, issue_access_token
 from mercato.platform.clock import utcnow
 from mercato.platform.settings import Settings
@@ -44,7 +43,7 @@ async def s(data_dir: Path) -> AsyncIterator[Stack]:
 
 
 async def signing_key(s: Stack) -> SigningKey:
-    return await deps_of(s.platform.contexts["identity"]).keyring.signing_key()
+    return await s.platform.contexts["identity"].deps.keyring.signing_key()
 
 
 async def forge(s: Stack, key: SigningKey | None = None, **overrides: Any) -> str:

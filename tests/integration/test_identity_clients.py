@@ -12,8 +12,8 @@ import pytest
 
 from mercato.identity.contracts import (
     EXPORTER_CLIENT_ID,
-    EXPORTER_CREDENTIALS_KEY,
     ExporterCredentials,
+    ExporterHandover,
 )
 from mercato.platform.settings import Settings
 from tests.harness import Stack, admin, embedded_settings, stack
@@ -173,14 +173,14 @@ async def test_cli_rotation_is_picked_up_by_a_running_identity(
 async def test_exporter_client_is_provisioned_once(data_dir: Path) -> None:
     settings = embedded_settings(data_dir)
     async with stack(settings, SERVICES) as s:
-        creds = s.platform.shared.extras[EXPORTER_CREDENTIALS_KEY]
+        creds = s.platform.shared.handovers.of(ExporterHandover).credentials
         assert isinstance(creds, ExporterCredentials) and creds.client_id == EXPORTER_CLIENT_ID
         assert creds.client_secret not in repr(creds)
         token = await client_token(s, creds.client_id, creds.client_secret)
         assert jwt.decode(token, options={"verify_signature": False})["scope"] == "catalog.read"
     async with stack(settings, SERVICES) as s:
         # The generated secret is not known any more (only its digest is stored), and unchanged.
-        assert EXPORTER_CREDENTIALS_KEY not in s.platform.shared.extras
+        assert s.platform.shared.handovers.of(ExporterHandover).credentials is None
         await client_token(s, creds.client_id, creds.client_secret)
 
 
@@ -191,7 +191,8 @@ async def test_exporter_secret_from_the_environment(
     settings = embedded_settings(data_dir)
     for _ in range(2):
         async with stack(settings, SERVICES) as s:
-            creds = s.platform.shared.extras[EXPORTER_CREDENTIALS_KEY]
+            creds = s.platform.shared.handovers.of(ExporterHandover).credentials
+            assert creds is not None
             assert creds.client_secret == "exporter-secret-from-env-0123456789"
             await client_token(s, creds.client_id, creds.client_secret)
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from mercato.accounts.contracts import UserCreated, UserDeleted, UserUpdated
-from mercato.identity.handlers import HANDLERS
+from mercato.identity.module import MODULE
 from mercato.platform.clock import utcnow
 from mercato.platform.events.envelope import EventPayload, make_envelope
 from mercato.platform.passwords import hash_password
+from mercato.platform.service import bind_handlers
 from mercato.platform.settings import Settings
 from tests.harness import Stack, embedded_settings, stack
 
@@ -35,7 +36,7 @@ async def deliver(s: Stack, payload: EventPayload, subject: str) -> None:
     ctx = s.platform.contexts["identity"]
     envelope = make_envelope(payload, source="accounts", subject=subject)
     async with ctx.uow() as uow:
-        await HANDLERS[envelope.type](ctx, envelope, uow)
+        await bind_handlers(MODULE.handlers, ctx)[envelope.type](envelope, uow)
 
 
 async def login(s: Stack, who: str) -> int:

@@ -13,7 +13,6 @@ import jwt
 import pytest
 from cryptography.fernet import Fernet
 
-from mercato.identity.wiring import deps_of
 from tests.harness import Stack, admin, embedded_settings, stack
 
 CC = {"grant_type": "client_credentials"}
@@ -74,7 +73,7 @@ async def test_rotation_and_client_deletion_reach_the_other_replica(
                 assert me.status_code == 200, me.text
         await asyncio.sleep(0.6)  # past the other replica's refresh interval
         assert kid((await token(two, "robot", secret)).json()["access_token"]) == new_kid
-        assert await deps_of(two.platform.contexts["identity"]).keyring.signing_key()
+        assert await two.platform.contexts["identity"].deps.keyring.signing_key()
 
         deleted = await one.client.delete("/api/v1/admin/clients/robot", headers=boss.headers)
         assert deleted.status_code == 204

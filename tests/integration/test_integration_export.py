@@ -25,8 +25,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from mercato.identity.contracts import (
     EXPORTER_CLIENT_ID,
-    EXPORTER_CREDENTIALS_KEY,
     ExporterCredentials,
+    ExporterHandover,
 )
 from mercato.integration.domain import CSV_HEADER
 from mercato.integration.module import MIGRATIONS
@@ -134,12 +134,12 @@ async def build(tmp_path: Path) -> AsyncIterator[Build]:
     await upgrade(database, [MIGRATIONS])
 
     async def make(base: str, handed: bool = True, **overrides: Any) -> Integration:
-        extras = {EXPORTER_CREDENTIALS_KEY: ExporterCredentials(EXPORTER_CLIENT_ID, SECRET)}
+        handover = ExporterHandover(ExporterCredentials(EXPORTER_CLIENT_ID, SECRET))
         runtime = Integration(
             settings=Settings(data_dir=tmp_path / "data"),
             integ=IntegrationSettings(public_url=base, **overrides),
             database=database,
-            extras=extras if handed else {},
+            exporter=handover if handed else ExporterHandover(),
         )
         await runtime.start()
         made.append(runtime)

@@ -21,10 +21,8 @@ from pydantic import SecretStr
 from sqlalchemy import select, update
 
 from mercato.app import load_modules
-from mercato.identity.contracts import EXPORTER_CREDENTIALS_KEY
+from mercato.identity.contracts import ExporterHandover
 from mercato.identity.tables import signing_keys
-from mercato.identity.wiring import deps_of
-from mercato.integration.module import runtime as integration_runtime
 from mercato.integration.tables import client_credentials, token_cache
 from mercato.platform.runtime import ConfigurationError, Platform
 from mercato.platform.secrets import SecretBox, parse_keys
@@ -64,11 +62,11 @@ async def stored(s: Stack) -> dict[str, Any]:
 
 async def readable(s: Stack, exporter_secret: str) -> None:
     """Everything opens: identity signs, the exporter secret and the cached token are known."""
-    keyring = deps_of(s.platform.contexts["identity"]).keyring
+    keyring = s.platform.contexts["identity"].deps.keyring
     await keyring.load()
     assert (await keyring.signing_key()).kid
-    runtime = integration_runtime(s.platform.contexts["integration"])
-    runtime.extras.pop(EXPORTER_CREDENTIALS_KEY, None)  # read it from the database
+    runtime = s.platform.contexts["integration"].deps
+    runtime.exporter.credentials = None  # read it from the database
     runtime._exporter = None
     assert (await runtime.exporter_credentials()) == ("mercato-exporter", exporter_secret)
     token = await runtime.store.load_token("t")
@@ -88,9 +86,10 @@ async def test_secrets_are_ciphertext_readable_after_restart_and_rotated(
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     settings = keyed(backend, old) if backend.distributed else backend
     async with stack(settings, SERVICES) as s:
-        handed = s.platform.shared.extras[EXPORTER_CREDENTIALS_KEY]
+        handed = s.platform.shared.handovers.of(ExporterHandover).credentials
+        assert handed is not None
         exporter_secret = handed.client_secret
-        runtime = integration_runtime(s.platform.contexts["integration"])
+        runtime = s.platform.contexts["integration"].deps
         await runtime.exporter_credentials()
         await runtime.store.save_token("t", StoredToken(ACCESS, 0.0, 4e9), now=0.0)
         values = await stored(s)
@@ -120,8 +119,10 @@ async def test_rows_written_in_clear_stay_readable_and_get_sealed_by_rotate(
     shared = database_url if database_url.startswith("postgresql") else None
     settings = embedded_settings(data_dir, database_url=shared, secrets_key=key)
     async with stack(settings, SERVICES) as s:
-        exporter_secret = s.platform.shared.extras[EXPORTER_CREDENTIALS_KEY].client_secret
-        runtime = integration_runtime(s.platform.contexts["integration"])
+        handed = s.platform.shared.handovers.of(ExporterHandover).credentials
+        assert handed is not None
+        exporter_secret = handed.client_secret
+        runtime = s.platform.contexts["integration"].deps
         await runtime.exporter_credentials()
         await runtime.store.save_token("t", StoredToken(ACCESS, 0.0, 4e9), now=0.0)
         box = only(key)

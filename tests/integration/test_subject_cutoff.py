@@ -22,12 +22,11 @@ import redis.asyncio as aioredis
 from sqlalchemy import select
 
 from mercato.accounts.contracts import UserDeleted, UserUpdated
-from mercato.identity.handlers import HANDLERS
+from mercato.identity.module import MODULE
 from mercato.identity.tables import revoked_subjects
 from mercato.platform.auth import MemoryRevocationStore, RedisRevocationStore, RevocationStore
 from mercato.platform.auth.revocation import cut_off_subject
 from mercato.platform.clock import utcnow
-from mercato.platform.service import ServiceContext
 from mercato.platform.settings import Settings
 from mercato.platform.uow import UnitOfWork
 from tests.harness import (
@@ -66,16 +65,15 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> Gate:
     """Identity's user-change handlers, wrapped so a test can hold them (bound when the stack
     is built, so this runs before)."""
     held = Gate()
-    for kind in (UserUpdated.event_type, UserDeleted.event_type):
-        real = HANDLERS[kind]
+    handlers: Any = MODULE.handlers
+    for kind in (UserUpdated, UserDeleted):
+        real = handlers[kind]
 
-        async def gated(
-            ctx: ServiceContext, envelope: Any, uow: UnitOfWork, real: Any = real
-        ) -> None:
+        async def gated(uow: UnitOfWork, event: Any, *, deps: Any, real: Any = real) -> None:
             await held.opened.wait()
-            await real(ctx, envelope, uow)
+            await real(uow, event, deps=deps)
 
-        monkeypatch.setitem(HANDLERS, kind, gated)
+        monkeypatch.setitem(handlers, kind, gated)
     return held
 
 

@@ -80,7 +80,7 @@ class Profile(BaseModel):
         )
 
 
-def build_router(ctx: ServiceContext) -> APIRouter:
+def build_router(ctx: ServiceContext[AccountsSettings]) -> APIRouter:
     """The accounts routes, bound to this service's context."""
     router = APIRouter(tags=["accounts"])
     Person = Annotated[Principal, Depends(ctx.auth.require_person)]
@@ -90,8 +90,8 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         # The shared revocation store every verifier reads: earlier tokens stop at once.
         await cut_off_subject(ctx.shared.revocations, user_id, at)
 
-    # Read once, when the router is built: the registration limit and the password throttle.
-    settings = AccountsSettings()
+    # Read once, at start (`MODULE.dependencies`): the registration limit and password throttle.
+    settings = ctx.deps
     registration_limit = build_registration_limit(ctx, settings.accounts_register_per_minute)
 
     @router.post(

@@ -1,4 +1,5 @@
-"""How the platform runs accounts: its router, migrations and first-start provisioning."""
+"""How the platform runs accounts: its settings, router, migrations and first-start
+provisioning."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from mercato.accounts import service
 from mercato.accounts.api import build_router
+from mercato.accounts.settings import AccountsSettings
 from mercato.platform.migrations import MigrationHistory
 from mercato.platform.passwords import hash_password
 from mercato.platform.service import ServiceContext, ServiceModule
@@ -14,7 +16,7 @@ from mercato.platform.service import ServiceContext, ServiceModule
 CREDENTIALS_FILE = "admin-credentials.txt"
 
 
-async def provision_admin(ctx: ServiceContext) -> None:
+async def provision_admin(ctx: ServiceContext[AccountsSettings]) -> None:
     """Create the bootstrap admin on first start (DESIGN §6); later starts change nothing."""
     settings = ctx.settings
     admin = service.admin_to_provision(settings.admin_email, settings.admin_password)
@@ -41,6 +43,8 @@ def _write_private(path: Path, text: str) -> None:
 MODULE = ServiceModule(
     name="accounts",
     migrations=MigrationHistory(Path(__file__).parent / "migrations", "alembic_version_accounts"),
+    # Accounts' own settings are its only dependencies (read once per process).
+    dependencies=lambda _: AccountsSettings(),
     router=build_router,
     on_start=provision_admin,
 )

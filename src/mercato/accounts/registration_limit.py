@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import deque
-from typing import Protocol
+from typing import Any, Protocol
 
 from mercato.platform.errors import TooManyRequests
 from mercato.platform.service import ServiceContext
@@ -85,7 +85,7 @@ class RegistrationLimit:
             )
 
 
-def build_registration_limit(ctx: ServiceContext, per_minute: int) -> RegistrationLimit:
+def build_registration_limit(ctx: ServiceContext[Any], per_minute: int) -> RegistrationLimit:
     """The limit for this process: shared through Redis when the platform has it."""
     redis = ctx.shared.redis
     counter: WindowCounter = (

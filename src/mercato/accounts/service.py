@@ -120,7 +120,7 @@ async def _new_user(hash_password: PasswordHasher, form: Registration, roles: li
 
 async def _add_user(uow: UnitOfWork, user: User) -> None:
     try:
-        await UserRepository(uow.connection).add(user)
+        await uow.repository(UserRepository).add(user)
     except Taken as exc:
         raise _conflict(exc) from None
     await uow.emit(
@@ -142,7 +142,7 @@ async def _add_user(uow: UnitOfWork, user: User) -> None:
 async def get_user(uow_factory: UnitOfWorkFactory, user_id: str) -> User:
     """The user, or 404."""
     async with uow_factory() as uow:
-        user = await UserRepository(uow.connection).get(user_id)
+        user = await uow.repository(UserRepository).get(user_id)
     if user is None:
         raise NotFound("no such account")
     return user
@@ -244,7 +244,7 @@ async def _change(
     cut_off: TokenCutOff | None = None,
 ) -> User:
     async with uow_factory() as uow:
-        repo = UserRepository(uow.connection)
+        repo = uow.repository(UserRepository)
         user = await repo.get(user_id)
         if user is None:
             raise NotFound("no such account")
@@ -290,7 +290,7 @@ async def delete_account(
     """Delete the caller's account, emit `user.deleted` and end its tokens through `cut_off`."""
     now = utcnow()  # the event's time is the cut-off identity records too
     async with uow_factory() as uow:
-        repo = UserRepository(uow.connection)
+        repo = uow.repository(UserRepository)
         user = await repo.get(user_id)
         if user is None:
             raise NotFound("no such account")
@@ -309,7 +309,7 @@ async def list_users(
 ) -> tuple[list[User], int]:
     """A page of users."""
     async with uow_factory() as uow:
-        return await UserRepository(uow.connection).page(skip, limit)
+        return await uow.repository(UserRepository).page(skip, limit)
 
 
 @dataclass(frozen=True)
@@ -343,14 +343,14 @@ async def bootstrap_admin(
     nothing, and two replicas starting at once create one admin (the mark's key collides).
     """
     async with uow_factory() as uow:
-        if await UserRepository(uow.connection).bootstrap_value("admin") is not None:
+        if await uow.repository(UserRepository).bootstrap_value("admin") is not None:
             return False
     form = Registration(
         admin.username, admin.email, admin.password, admin.password, "Administrator"
     )
     user = await _new_user(hash_password, form, ["admin", "user"])
     async with uow_factory() as uow:
-        if not await UserRepository(uow.connection).claim_bootstrap("admin", user.id):
+        if not await uow.repository(UserRepository).claim_bootstrap("admin", user.id):
             return False  # another replica provisioned it a moment ago
         await _add_user(uow, user)
     if admin.generated:

@@ -69,7 +69,7 @@ async def create_product(uow_factory: UnitOfWorkFactory, values: Mapping[str, An
     """Add a product (admin) and emit `product.upserted`."""
     product = new_product(values)
     async with uow_factory() as uow:
-        await ProductRepository(uow.connection).add(product)
+        await uow.repository(ProductRepository).add(product)
         await emit_upserted(uow, product)
     log.info("product created", product_id=product.id)
     return product
@@ -78,7 +78,7 @@ async def create_product(uow_factory: UnitOfWorkFactory, values: Mapping[str, An
 async def get_product(uow_factory: UnitOfWorkFactory, product_id: str) -> Product:
     """The product, or 404."""
     async with uow_factory() as uow:
-        product = await ProductRepository(uow.connection).get(product_id)
+        product = await uow.repository(ProductRepository).get(product_id)
     if product is None:
         raise NotFound("no such product")
     return product
@@ -94,7 +94,7 @@ async def update_product(
     """PUT (`replace_all`: omitted fields back to defaults) or PATCH a product (admin)."""
     values = full_state(changes) if replace_all else dict(changes)
     async with uow_factory() as uow:
-        repo = ProductRepository(uow.connection)
+        repo = uow.repository(ProductRepository)
         # Locked so two concurrent admin edits each get their own version number.
         product = await repo.get(product_id, for_update=True)
         if product is None:
@@ -111,7 +111,7 @@ async def update_product(
 async def delete_product(uow_factory: UnitOfWorkFactory, product_id: str) -> None:
     """Remove a product (admin) and emit `product.deleted`; orders keep their own lines."""
     async with uow_factory() as uow:
-        repo = ProductRepository(uow.connection)
+        repo = uow.repository(ProductRepository)
         product = await repo.get(product_id, for_update=True)
         if product is None:
             raise NotFound("no such product")

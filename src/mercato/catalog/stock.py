@@ -42,11 +42,11 @@ def _lines(items: dict[str, int]) -> list[StockLine]:
 async def reserve(uow: UnitOfWork, placed: OrderPlaced) -> None:
     """Take the stock of every line of a placed order, or none of it, and answer."""
     now = utcnow()
-    reservations = ReservationRepository(uow.connection)
+    reservations = uow.repository(ReservationRepository)
     if not await reservations.claim(placed.order_id, ReservationState.RESERVED, now):
         return  # already reserved, rejected, released or cancelled: nothing more to do
     wanted = quantities_by_product((line.product_id, line.quantity) for line in placed.items)
-    products = ProductRepository(uow.connection)
+    products = uow.repository(ProductRepository)
     try:
         async with uow.connection.begin_nested():
             for product_id, quantity in wanted.items():
@@ -81,7 +81,7 @@ async def reserve(uow: UnitOfWork, placed: OrderPlaced) -> None:
 async def release(uow: UnitOfWork, failed: OrderFailed) -> None:
     """Give back what catalog reserved for a failed order (once), or tombstone the order."""
     now = utcnow()
-    reservations = ReservationRepository(uow.connection)
+    reservations = uow.repository(ReservationRepository)
     if await reservations.claim(failed.order_id, ReservationState.CANCELLED, now):
         return  # never reserved; the tombstone stops a late `order.placed`
     reservation = await reservations.get(failed.order_id, for_update=True)
@@ -89,7 +89,7 @@ async def release(uow: UnitOfWork, failed: OrderFailed) -> None:
     give_back, state = release_on_failure(reservation.state)
     if not give_back:
         return
-    products = ProductRepository(uow.connection)
+    products = uow.repository(ProductRepository)
     for product_id, quantity in sorted(reservation.items.items()):
         await products.give_back(product_id, quantity)
     await reservations.set(failed.order_id, state, now)

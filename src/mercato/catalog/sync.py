@@ -40,7 +40,7 @@ async def apply_external_product(uow: UnitOfWork, event: ExternalProductSynced) 
     """Upsert one provider product; a state older than the one applied is ignored."""
     if event.source == LOCAL_SOURCE:
         raise ValueError("`local` names catalog's own products, not a provider")
-    repo = ProductRepository(uow.connection)
+    repo = uow.repository(ProductRepository)
     applied = await repo.external_mark(event.source, event.external_id)
     if applied is not None and applied >= event.fetched_at:
         return SyncOutcome.UNCHANGED

@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from mercato.identity import clients, service
 from mercato.identity.domain import WEB_CLIENT_ID, Client
 from mercato.identity.tokens import IdentityDeps, IssuedTokens
-from mercato.identity.wiring import deps_of
 from mercato.platform.auth import Principal
 from mercato.platform.net import client_address
 from mercato.platform.openapi import json_examples
@@ -128,7 +127,7 @@ class RotatedKey(BaseModel):
     published: list[str]
 
 
-def build_router(ctx: ServiceContext) -> APIRouter:
+def build_router(ctx: ServiceContext[IdentityDeps]) -> APIRouter:
     """People's and admins' identity routes, bound to this service's context."""
     router = APIRouter(tags=["identity"])
     Person = Annotated[Principal, Depends(ctx.auth.require_person)]
@@ -136,7 +135,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     Admin = Annotated[Principal, Depends(ctx.auth.require_admin)]
 
     def deps() -> IdentityDeps:
-        return deps_of(ctx)
+        return ctx.deps
 
     Deps = Annotated[IdentityDeps, Depends(deps)]
 

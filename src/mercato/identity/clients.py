@@ -141,7 +141,7 @@ async def register_client(deps: IdentityDeps, form: ClientForm) -> tuple[Client,
     )
     async with deps.uow() as uow:
         try:
-            await ClientRepository(uow.connection).add(client)
+            await uow.repository(ClientRepository).add(client)
         except ClientTaken:
             raise Conflict(
                 "client_id taken",
@@ -161,9 +161,9 @@ async def delete_client(deps: IdentityDeps, client_id: str) -> None:
     """Remove a client and end the sessions (refresh families) issued to it."""
     async with deps.uow() as uow:
         deps.clients.forget(client_id)
-        if not await ClientRepository(uow.connection).delete(client_id):
+        if not await uow.repository(ClientRepository).delete(client_id):
             raise NotFound("no such client")
-        families = await SessionRepository(uow.connection).families_of_client(client_id)
+        families = await uow.repository(SessionRepository).families_of_client(client_id)
         await end_families(deps, uow, families, reason="client_deleted")
         await revoke_client_tokens(deps, uow, client_id)
     # Again once committed: a token request that read the row before the commit must not
@@ -194,8 +194,8 @@ async def provision_exporter(
             created_at=utcnow(),
         )
         async with deps.uow() as uow:
-            if await BootstrapRepository(uow.connection).claim("exporter_client", client.client_id):
-                await ClientRepository(uow.connection).add(client)
+            if await uow.repository(BootstrapRepository).claim("exporter_client", client.client_id):
+                await uow.repository(ClientRepository).add(client)
                 log.info("exporter client provisioned", client_id=client.client_id)
                 return ExporterCredentials(client.client_id, secret)
     if configured_secret is None:

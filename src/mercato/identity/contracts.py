@@ -11,9 +11,6 @@ from mercato.platform.events import EventPayload
 # The machine client the export job uses (DESIGN §6), provisioned by identity on first start.
 EXPORTER_CLIENT_ID = "mercato-exporter"
 EXPORTER_SCOPES = ("catalog.read",)
-# Where identity publishes the exporter's credentials in-process (SharedState.extras) so the
-# integration service can keep the secret without reading identity's tables.
-EXPORTER_CREDENTIALS_KEY = "identity.exporter_credentials"
 
 
 @dataclass(frozen=True)
@@ -22,6 +19,15 @@ class ExporterCredentials:
 
     client_id: str
     client_secret: str = field(repr=False)
+
+
+@dataclass
+class ExporterHandover:
+    """Where identity, running in this process, hands the exporter's credentials to
+    integration (`SharedState.handovers.of(ExporterHandover)`), so integration keeps the
+    secret without reading identity's tables. Empty until identity has provisioned them."""
+
+    credentials: ExporterCredentials | None = None
 
 
 class TokenRevoked(EventPayload):

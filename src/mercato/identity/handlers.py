@@ -8,9 +8,6 @@ from mercato.accounts.contracts import UserCreated, UserDeleted, UserUpdated
 from mercato.identity.domain import Credential, release_keys, replicate, tombstone
 from mercato.identity.store import CredentialRepository
 from mercato.identity.tokens import IdentityDeps, cut_off_person, end_user_sessions
-from mercato.identity.wiring import deps_of
-from mercato.platform.events.envelope import Envelope
-from mercato.platform.service import ServiceContext
 from mercato.platform.uow import UnitOfWork
 
 log = structlog.get_logger("mercato.identity")
@@ -22,7 +19,7 @@ async def apply_user_state(deps: IdentityDeps, uow: UnitOfWork, incoming: Creden
     A username or e-mail another user's replica still holds (its release is an event not yet
     applied) is settled by `release_keys`, so out-of-order events never wedge the consumer.
     """
-    repo = CredentialRepository(uow.connection)
+    repo = uow.repository(CredentialRepository)
     current = await repo.get(incoming.user_id)
     change = replicate(current, incoming)
     if not change.apply:
@@ -68,26 +65,16 @@ def _credential(event: UserCreated | UserUpdated) -> Credential:
     )
 
 
-async def on_user_created(ctx: ServiceContext, envelope: Envelope, uow: UnitOfWork) -> None:
+async def user_created(uow: UnitOfWork, event: UserCreated, *, deps: IdentityDeps) -> None:
     """A new user: add their credentials."""
-    await apply_user_state(deps_of(ctx), uow, _credential(envelope.payload(UserCreated)))
+    await apply_user_state(deps, uow, _credential(event))
 
 
-async def on_user_updated(ctx: ServiceContext, envelope: Envelope, uow: UnitOfWork) -> None:
+async def user_updated(uow: UnitOfWork, event: UserUpdated, *, deps: IdentityDeps) -> None:
     """A changed user: replace their credentials with the event's full state."""
-    await apply_user_state(deps_of(ctx), uow, _credential(envelope.payload(UserUpdated)))
+    await apply_user_state(deps, uow, _credential(event))
 
 
-async def on_user_deleted(ctx: ServiceContext, envelope: Envelope, uow: UnitOfWork) -> None:
+async def user_deleted(uow: UnitOfWork, event: UserDeleted, *, deps: IdentityDeps) -> None:
     """A deleted user: keep only a tombstone (its version stops older events reviving it)."""
-    event = envelope.payload(UserDeleted)
-    await apply_user_state(
-        deps_of(ctx), uow, tombstone(event.user_id, event.version, event.occurred_at)
-    )
-
-
-HANDLERS = {
-    UserCreated.event_type: on_user_created,
-    UserUpdated.event_type: on_user_updated,
-    UserDeleted.event_type: on_user_deleted,
-}
+    await apply_user_state(deps, uow, tombstone(event.user_id, event.version, event.occurred_at))

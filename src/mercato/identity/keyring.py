@@ -191,7 +191,7 @@ class Keyring:
         key = generate_signing_key(self.alg)
         now = utcnow()
         async with self._uow() as uow:
-            repo = KeyRepository(uow.connection)
+            repo = uow.repository(KeyRepository)
             await repo.add(self.seal(key))
             await repo.retire_all_but(key.kid, now)
             await repo.wipe_retired_before(now - self.retention)
@@ -208,9 +208,9 @@ class Keyring:
         async with self._uow() as uow:
             # The mark and the key commit together; a replica starting at the same moment
             # finds the mark taken and keeps the other's key.
-            if not await BootstrapRepository(uow.connection).claim("signing_key", key.kid):
+            if not await uow.repository(BootstrapRepository).claim("signing_key", key.kid):
                 return False
-            await KeyRepository(uow.connection).add(self.seal(key))
+            await uow.repository(KeyRepository).add(self.seal(key))
         log.info("signing key provisioned", kid=key.kid, alg=key.alg)
         return True
 
@@ -219,7 +219,7 @@ class Keyring:
         clear get sealed); answers how many rows were rewritten."""
         count = 0
         async with self._uow() as uow:
-            for row in await KeyRepository(uow.connection).all():
+            for row in await uow.repository(KeyRepository).all():
                 if row.private_pem is None:
                     continue
                 await uow.connection.execute(

@@ -11,16 +11,17 @@ from typing import Any
 import structlog
 from fastapi import APIRouter
 
+from mercato.accounts.contracts import UserCreated, UserDeleted, UserUpdated
+from mercato.identity import handlers
 from mercato.identity.api import build_router
 from mercato.identity.clients import provision_exporter
-from mercato.identity.contracts import EXPORTER_CREDENTIALS_KEY
-from mercato.identity.handlers import HANDLERS
+from mercato.identity.contracts import ExporterHandover
 from mercato.identity.oauth_api import build_oauth_router
 from mercato.identity.sessions_store import RevocationRepository, SessionRepository
 from mercato.identity.store import ThrottleRepository
 from mercato.identity.subject_store import SubjectCutOffRepository
-from mercato.identity.tokens import restore_revocations
-from mercato.identity.wiring import deps_of
+from mercato.identity.tokens import IdentityDeps, restore_revocations
+from mercato.identity.wiring import build_deps
 from mercato.platform.aio import wait_any
 from mercato.platform.clock import utcnow
 from mercato.platform.migrations import MigrationHistory
@@ -31,10 +32,10 @@ log = structlog.get_logger("mercato.identity")
 PRUNE_EVERY = 600.0
 
 
-async def start(ctx: ServiceContext) -> None:
+async def start(ctx: ServiceContext[IdentityDeps]) -> None:
     """Provision a signing key and the exporter client on first start, publish the JWKS
     in-process, and put back the revocations a restart would otherwise forget."""
-    deps = deps_of(ctx)
+    deps = ctx.deps
     await deps.keyring.provision()
     await deps.keyring.load()
     ctx.shared.local_jwks = deps.keyring.jwks_on_miss
@@ -42,11 +43,11 @@ async def start(ctx: ServiceContext) -> None:
     secret = deps.settings.exporter_client_secret
     credentials = await provision_exporter(deps, secret.get_secret_value() if secret else None)
     if credentials is not None:
-        ctx.shared.extras[EXPORTER_CREDENTIALS_KEY] = credentials
+        ctx.shared.handovers.of(ExporterHandover).credentials = credentials
     log.info("identity ready", revocations_restored=restored)
 
 
-def router(ctx: ServiceContext) -> APIRouter:
+def router(ctx: ServiceContext[IdentityDeps]) -> APIRouter:
     """People's, admins' and OAuth routes."""
     combined = APIRouter()
     combined.include_router(build_router(ctx))
@@ -54,36 +55,35 @@ def router(ctx: ServiceContext) -> APIRouter:
     return combined
 
 
-async def prune(ctx: ServiceContext) -> None:
+async def prune(deps: IdentityDeps) -> None:
     """Forget expired tokens, revocations (of tokens, clients and people) and stale throttle
     counters."""
-    deps = deps_of(ctx)
     now = utcnow()
     epoch = int(time.time())
     async with deps.uow() as uow:
-        await SessionRepository(uow.connection).prune(now, epoch)
-        await RevocationRepository(uow.connection).prune(epoch)
-        await SubjectCutOffRepository(uow.connection).prune(epoch)
-        await ThrottleRepository(uow.connection).prune(
+        await uow.repository(SessionRepository).prune(now, epoch)
+        await uow.repository(RevocationRepository).prune(epoch)
+        await uow.repository(SubjectCutOffRepository).prune(epoch)
+        await uow.repository(ThrottleRepository).prune(
             epoch - deps.settings.identity_login_forget_seconds
         )
 
 
-def background(ctx: ServiceContext) -> Sequence[BackgroundTask]:
+def background(ctx: ServiceContext[IdentityDeps]) -> Sequence[BackgroundTask]:
     """The pruning loop, and (with Redis) the loop that keeps revocations in the shared store."""
 
     async def loop(stop: asyncio.Event) -> None:
         while not stop.is_set():
             await wait_any(stop, timeout=PRUNE_EVERY)
             if not stop.is_set():
-                await prune(ctx)
+                await prune(ctx.deps)
 
     if ctx.shared.redis is None:
         return [loop]
     return [loop, shared_revocations_keeper(ctx)]
 
 
-def shared_revocations_keeper(ctx: ServiceContext) -> BackgroundTask:
+def shared_revocations_keeper(ctx: ServiceContext[IdentityDeps]) -> BackgroundTask:
     """Put the revocations back in Redis whenever Redis has lost them.
 
     A Redis without persistence (or a new one) forgets every revoked token on restart, and a
@@ -97,7 +97,7 @@ def shared_revocations_keeper(ctx: ServiceContext) -> BackgroundTask:
     assert redis is not None
 
     async def keep(stop: asyncio.Event) -> None:
-        deps = deps_of(ctx)
+        deps = ctx.deps
         while not stop.is_set():
             try:
                 run_id = str((await redis.info("server"))["run_id"]).encode()
@@ -115,8 +115,14 @@ def shared_revocations_keeper(ctx: ServiceContext) -> BackgroundTask:
 MODULE = ServiceModule(
     name="identity",
     migrations=MigrationHistory(Path(__file__).parent / "migrations", "alembic_version_identity"),
+    dependencies=build_deps,
     router=router,
-    handlers=HANDLERS,
+    handlers={
+        # The credential replica, kept from accounts' `user.*` events.
+        UserCreated: handlers.user_created,
+        UserUpdated: handlers.user_updated,
+        UserDeleted: handlers.user_deleted,
+    },
     on_start=start,
     background=background,
 )

@@ -205,7 +205,7 @@ async def revoke(
             )
         return
     async with deps.uow() as uow:
-        record = await SessionRepository(uow.connection).find_refresh(digest(token))
+        record = await uow.repository(SessionRepository).find_refresh(digest(token))
         if record is None:
             return
         if record.family.client_id != auth.client_id:

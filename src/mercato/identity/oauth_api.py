@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 
 from mercato.identity import oauth
 from mercato.identity.clients import ClientCredentials, OAuthError, invalid_client
-from mercato.identity.wiring import deps_of
+from mercato.identity.tokens import IdentityDeps
 from mercato.platform.net import client_address
 from mercato.platform.service import ServiceContext
 
@@ -157,7 +157,7 @@ def client_credentials(request: Request, form: dict[str, str]) -> ClientCredenti
     return None
 
 
-def build_oauth_router(ctx: ServiceContext) -> APIRouter:
+def build_oauth_router(ctx: ServiceContext[IdentityDeps]) -> APIRouter:
     """The RFC endpoints, bound to this service's context."""
     router = APIRouter(tags=["oauth"])
 
@@ -169,7 +169,7 @@ def build_oauth_router(ctx: ServiceContext) -> APIRouter:
             form = await read_form(request)
             presented = client_credentials(request, form)
             address = client_address(request)
-            issued = await oauth.token_request(deps_of(ctx), form, presented, address)
+            issued = await oauth.token_request(ctx.deps, form, presented, address)
         except OAuthError as exc:
             return oauth_error(exc)
         body: dict[str, Any] = {
@@ -191,7 +191,7 @@ def build_oauth_router(ctx: ServiceContext) -> APIRouter:
             presented = client_credentials(request, form)
             if "token" not in form:
                 raise OAuthError("invalid_request", "missing token")
-            await oauth.revoke(deps_of(ctx), presented, form["token"], form.get("token_type_hint"))
+            await oauth.revoke(ctx.deps, presented, form["token"], form.get("token_type_hint"))
         except OAuthError as exc:
             return oauth_error(exc)
         return Response(status_code=200, headers=NO_STORE)
@@ -204,7 +204,7 @@ def build_oauth_router(ctx: ServiceContext) -> APIRouter:
             presented = client_credentials(request, form)
             if "token" not in form:
                 raise OAuthError("invalid_request", "missing token")
-            answer = await oauth.introspect(deps_of(ctx), presented, form["token"])
+            answer = await oauth.introspect(ctx.deps, presented, form["token"])
         except OAuthError as exc:
             return oauth_error(exc)
         return JSONResponse(answer, headers=NO_STORE)
@@ -223,7 +223,7 @@ def build_oauth_router(ctx: ServiceContext) -> APIRouter:
             "revocation_endpoint": f"{issuer}/oauth/revoke",
             "introspection_endpoint": f"{issuer}/oauth/introspect",
             # Only what the token endpoint answers now (the password grant may be off).
-            "grant_types_supported": list(oauth.enabled_grants(deps_of(ctx).settings)),
+            "grant_types_supported": list(oauth.enabled_grants(ctx.deps.settings)),
             "response_types_supported": [],
             "token_endpoint_auth_methods_supported": auth_methods,
             "revocation_endpoint_auth_methods_supported": [*auth_methods, "none"],
@@ -235,7 +235,7 @@ def build_oauth_router(ctx: ServiceContext) -> APIRouter:
     async def jwks() -> JSONResponse:
         """The public keys verifying access tokens: the current one and previous ones still in
         use."""
-        document = await deps_of(ctx).keyring.fresh_jwks()
+        document = await ctx.deps.keyring.fresh_jwks()
         return JSONResponse(document, headers={"Cache-Control": "public, max-age=60"})
 
     return router

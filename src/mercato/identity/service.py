@@ -91,7 +91,7 @@ async def _count_attempt(deps: IdentityDeps, account_key: str, address_key: str)
     """
     account_policy, address_policy = _policies(deps)
     async with deps.uow() as uow:
-        repo = ThrottleRepository(uow.connection)
+        repo = uow.repository(ThrottleRepository)
         states = await repo.claim([account_key, address_key])
         # Read the clock once the rows are ours: an attempt that queued behind others must not
         # judge their lock (or the staleness of their count) by the time it arrived.
@@ -107,7 +107,7 @@ async def _count_attempt(deps: IdentityDeps, account_key: str, address_key: str)
 async def _uncount_attempt(deps: IdentityDeps, account_key: str, address_key: str) -> None:
     """Take back what `_count_attempt` counted (its lock too, when it set one)."""
     async with deps.uow() as uow:
-        repo = ThrottleRepository(uow.connection)
+        repo = uow.repository(ThrottleRepository)
         await repo.uncount(account_key, deps.settings.identity_login_free_failures)
         await repo.uncount(address_key, deps.settings.identity_ip_free_failures)
 
@@ -138,7 +138,7 @@ async def authenticate_person(deps: IdentityDeps, attempt: LoginAttempt) -> Cred
         log.info("login failed", client_id=attempt.client_id)
         raise Unauthorized(BAD_CREDENTIALS)
     async with deps.uow() as uow:
-        repo = ThrottleRepository(uow.connection)
+        repo = uow.repository(ThrottleRepository)
         await repo.clear(account_key)
         await repo.uncount(address_key, deps.settings.identity_ip_free_failures)
     return user
@@ -157,7 +157,7 @@ async def login(deps: IdentityDeps, attempt: LoginAttempt) -> IssuedTokens:
         revoked=False,
     )
     async with deps.uow() as uow:
-        await SessionRepository(uow.connection).add_family(family, now)
+        await uow.repository(SessionRepository).add_family(family, now)
         issued = await issue_in_family(deps, uow, family, user, now)
         await uow.emit(
             UserLoggedIn(user_id=user.user_id, client_id=attempt.client_id, occurred_at=now),
@@ -179,7 +179,7 @@ async def refresh(deps: IdentityDeps, refresh_token: str, client_id: str) -> Iss
     issued: IssuedTokens | None = None
     reason = "invalid refresh token"
     async with deps.uow() as uow:
-        sessions = SessionRepository(uow.connection)
+        sessions = uow.repository(SessionRepository)
         record = await sessions.find_refresh(token_hash)
         if record is None or record.family.client_id != client_id:
             pass
@@ -192,7 +192,7 @@ async def refresh(deps: IdentityDeps, refresh_token: str, client_id: str) -> Iss
             )
             log.warning("refresh token reused", family_id=record.family.id)
         else:
-            user = await CredentialRepository(uow.connection).get(record.family.user_id)
+            user = await uow.repository(CredentialRepository).get(record.family.user_id)
             if user is None or not user.can_log_in:
                 await end_families(
                     deps, uow, [record.family.id], reason="user_gone", user_id=record.family.user_id
@@ -209,7 +209,7 @@ async def logout(deps: IdentityDeps, caller: Principal, refresh_token: str | Non
     """Revoke the caller's access token and its refresh family (and the family of
     `refresh_token` when it is the caller's); answers how many access tokens were revoked."""
     async with deps.uow() as uow:
-        sessions = SessionRepository(uow.connection)
+        sessions = uow.repository(SessionRepository)
         families: list[str] = []
         family_id = await sessions.family_of_access(caller.jti)
         if family_id is not None:

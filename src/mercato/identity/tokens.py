@@ -140,7 +140,7 @@ async def issue_in_family(
     deps: IdentityDeps, uow: UnitOfWork, family: RefreshFamily, user: Credential, now: datetime
 ) -> IssuedTokens:
     """A new access token and refresh token in `family` (the family row exists)."""
-    sessions = SessionRepository(uow.connection)
+    sessions = uow.repository(SessionRepository)
     refresh = new_secret()
     await sessions.add_refresh(
         digest(refresh), family.id, now, now + refresh_lifetime(deps, family.remember_me)
@@ -166,7 +166,7 @@ async def revoke_access(
 ) -> int:
     """Revoke access tokens (jti, exp) everywhere: the shared store every verifier reads, the
     table that outlives a restart, and a `token.revoked` event. Answers how many."""
-    revocations = RevocationRepository(uow.connection)
+    revocations = uow.repository(RevocationRepository)
     now = utcnow()
     count = 0
     for jti, expires_at in dict(tokens).items():
@@ -196,7 +196,7 @@ async def end_families(
     user_id: str | None = None,
 ) -> list[str]:
     """Revoke refresh families and every live access token issued in them."""
-    sessions = SessionRepository(uow.connection)
+    sessions = uow.repository(SessionRepository)
     ids = list(dict.fromkeys(family_ids))
     revoked = await sessions.revoke_families(ids, reason, utcnow())
     live = await sessions.live_access(ids, int(utcnow().timestamp()))
@@ -208,7 +208,7 @@ async def end_user_sessions(
     deps: IdentityDeps, uow: UnitOfWork, user_id: str, reason: str
 ) -> list[str]:
     """End every session of a user (password changed, disabled, deleted)."""
-    families = await SessionRepository(uow.connection).families_of_user(user_id)
+    families = await uow.repository(SessionRepository).families_of_user(user_id)
     return await end_families(deps, uow, families, reason=reason, user_id=user_id)
 
 
@@ -219,7 +219,7 @@ async def revoke_client_tokens(deps: IdentityDeps, uow: UnitOfWork, client_id: s
     lifetime = max(
         deps.settings.identity_machine_token_seconds, deps.settings.identity_person_token_seconds
     )
-    await RevocationRepository(uow.connection).add_client(client_id, now, now + lifetime)
+    await uow.repository(RevocationRepository).add_client(client_id, now, now + lifetime)
     await deps.revocations.revoke_client(client_id, now, now + lifetime)
 
 
@@ -234,7 +234,7 @@ async def cut_off_person(
     """
     cut_off = cut_off_ms(changed_at)
     expires_at = math.ceil(cut_off / 1000) + deps.settings.identity_person_token_seconds
-    await SubjectCutOffRepository(uow.connection).raise_to(user_id, cut_off, expires_at)
+    await uow.repository(SubjectCutOffRepository).raise_to(user_id, cut_off, expires_at)
     await deps.revocations.revoke_subject(user_id, cut_off, expires_at)
     return cut_off
 

@@ -15,8 +15,6 @@ from mercato.platform.secrets import SecretBox, secret_box
 from mercato.platform.service import ServiceContext
 from mercato.platform.uow import UnitOfWorkFactory
 
-# Private to identity: other services never look this up (they use `contracts` keys).
-_DEPS_KEY = "identity._deps"
 # Past a token's `exp`, a verifier still accepts it for its leeway; clocks drift a little.
 _KEY_RETENTION_MARGIN = timedelta(minutes=5)
 
@@ -42,11 +40,9 @@ def build_keyring(
     )
 
 
-def deps_of(ctx: ServiceContext) -> IdentityDeps:
-    """Identity's dependencies in this process, built on first use (router, consumer or start)."""
-    found = ctx.shared.extras.get(_DEPS_KEY)
-    if isinstance(found, IdentityDeps):
-        return found
+def build_deps(ctx: ServiceContext) -> IdentityDeps:
+    """Identity's dependencies in this process (`ServiceModule.dependencies`: built once, at
+    start, and handed to its router, consumers and hooks)."""
     settings = IdentitySettings()
     keyring = build_keyring(settings, ctx.uow, ctx.database.read, secrets=secret_box(ctx.settings))
     budget: Budget = (
@@ -54,7 +50,7 @@ def deps_of(ctx: ServiceContext) -> IdentityDeps:
         if ctx.shared.redis is not None
         else DatabaseBudget(ctx.uow)
     )
-    deps = IdentityDeps(
+    return IdentityDeps(
         uow=ctx.uow,
         read=ctx.database.read,
         keyring=keyring,
@@ -69,5 +65,3 @@ def deps_of(ctx: ServiceContext) -> IdentityDeps:
         check_password=verify_password,
         verifier=ctx.auth.verifier,
     )
-    ctx.shared.extras[_DEPS_KEY] = deps
-    return deps

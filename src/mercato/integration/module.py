@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fastapi import APIRouter
 
+from mercato.identity.contracts import ExporterHandover
 from mercato.integration.api import integration_router
 from mercato.integration.runtime import SERVICE, Integration
 from mercato.integration.settings import IntegrationSettings
@@ -16,50 +17,45 @@ from mercato.platform.migrations import MigrationHistory
 from mercato.platform.service import BackgroundTask, ServiceContext, ServiceModule
 
 MIGRATIONS = MigrationHistory(Path(__file__).parent / "migrations", "alembic_version_integration")
-_RUNTIME_KEY = "integration.runtime"  # private: only this module reads it
 
 
-def runtime(ctx: ServiceContext) -> Integration:
-    """This process's integration runtime (built once per platform, on first use)."""
-    found = ctx.shared.extras.get(_RUNTIME_KEY)
-    if isinstance(found, Integration):
-        return found
-    built = Integration(
+def build_runtime(ctx: ServiceContext) -> Integration:
+    """This process's integration runtime (`ServiceModule.dependencies`: built once, at start)."""
+    return Integration(
         settings=ctx.settings,
         integ=IntegrationSettings(),
         database=ctx.database,
         redis=ctx.shared.redis,
-        extras=ctx.shared.extras,
+        exporter=ctx.shared.handovers.of(ExporterHandover),
         wake_relay=ctx.wake_relay,
     )
-    ctx.shared.extras[_RUNTIME_KEY] = built
-    return built
 
 
-def _router(ctx: ServiceContext) -> APIRouter:
-    return integration_router(lambda: runtime(ctx).service, ctx.auth)
+def _router(ctx: ServiceContext[Integration]) -> APIRouter:
+    # Read per request: `start` re-assembles the runtime's service in demo mode.
+    return integration_router(lambda: ctx.deps.service, ctx.auth)
 
 
-async def _on_start(ctx: ServiceContext) -> None:
-    await runtime(ctx).start()
+async def _on_start(ctx: ServiceContext[Integration]) -> None:
+    await ctx.deps.start()
 
 
-def _background(ctx: ServiceContext) -> Sequence[BackgroundTask]:
+def _background(ctx: ServiceContext[Integration]) -> Sequence[BackgroundTask]:
     # Resolved when the loop starts: `start` may have re-assembled the runtime (demo mode).
     async def scheduler(stop: asyncio.Event) -> None:
-        await runtime(ctx).scheduler.run(stop)
+        await ctx.deps.scheduler.run(stop)
 
     return [scheduler]
 
 
-async def _on_stop(ctx: ServiceContext) -> None:
-    await runtime(ctx).stop()
+async def _on_stop(ctx: ServiceContext[Integration]) -> None:
+    await ctx.deps.stop()
 
 
-async def _on_scrape(ctx: ServiceContext) -> None:
+async def _on_scrape(ctx: ServiceContext[Integration]) -> None:
     # The budget lives in the token store (Redis or the database), shared by every replica:
     # read at scrape time, it is the same figure whichever replica is scraped.
-    for manager in await runtime(ctx).token_managers():
+    for manager in await ctx.deps.token_managers():
         status = await manager.status()
         metrics.budget_remaining(
             status.name, max(0, status.budget_per_hour - status.requests_last_hour)
@@ -69,6 +65,7 @@ async def _on_scrape(ctx: ServiceContext) -> None:
 MODULE = ServiceModule(
     name=SERVICE,
     migrations=MIGRATIONS,
+    dependencies=build_runtime,
     router=_router,
     on_start=_on_start,
     background=_background,

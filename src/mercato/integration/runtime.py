@@ -1,11 +1,12 @@
 """The integration service of one process, assembled from settings (used by module.py and cli.py).
 
 Exporter credentials (DESIGN §6): `MERCATO_EXPORTER_CLIENT_SECRET` wins (distributed mode);
-otherwise identity, when it runs in this process, hands them over in `SharedState.extras` on its
-first start and this service keeps the secret in its own database, so a later start (or a CLI
-run beside the server) finds it without identity handing it over again. That kept secret and
-the cached access tokens are stored sealed with the installation's key-encryption key
-(`mercato.platform.secrets`); values kept in clear by an older version are still read.
+otherwise identity, when it runs in this process, hands them over (its contracts'
+`ExporterHandover`) on its first start and this service keeps the secret in its own
+database, so a later start (or a CLI run beside the server) finds it without identity handing
+it over again. That kept secret and the cached access tokens are stored sealed with the
+installation's key-encryption key (`mercato.platform.secrets`); values kept in clear by an
+older version are still read.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from sqlalchemy import select, update
 
 from mercato.identity.contracts import (
     EXPORTER_CLIENT_ID,
-    EXPORTER_CREDENTIALS_KEY,
     EXPORTER_SCOPES,
-    ExporterCredentials,
+    ExporterHandover,
 )
 from mercato.integration.demo import DemoPartner, demo_settings
 from mercato.integration.domain import (
@@ -83,7 +83,7 @@ class Integration:
         integ: IntegrationSettings,
         database: Database,
         redis: Any | None = None,
-        extras: dict[str, Any] | None = None,
+        exporter: ExporterHandover | None = None,
         wake_relay: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = utcnow,
         secrets: SecretBox | None = None,
@@ -92,7 +92,8 @@ class Integration:
         self.secrets = secrets if secrets is not None else secret_box(settings)
         self.integ = integ
         self.database = database
-        self.extras = extras if extras is not None else {}
+        # Where identity, when it runs in this process, hands over the exporter's credentials.
+        self.exporter = exporter if exporter is not None else ExporterHandover()
         self._wake_relay = wake_relay
         self._clock = clock
         self.sql_tokens = SqlTokenStore(database, secrets=self.secrets)
@@ -220,8 +221,8 @@ class Integration:
         """(client_id, secret) of the exporter: environment, handed over, or kept."""
         if self.integ.exporter_client_secret is not None:
             return EXPORTER_CLIENT_ID, self.integ.exporter_client_secret.get_secret_value()
-        handed = self.extras.get(EXPORTER_CREDENTIALS_KEY)
-        if isinstance(handed, ExporterCredentials):
+        handed = self.exporter.credentials
+        if handed is not None:
             pair = (handed.client_id, handed.client_secret)
             if self._exporter != pair:
                 async with self.uow() as uow:

@@ -57,7 +57,7 @@ USER_DELETED = "user_deleted"
 
 async def record_event(uow: UnitOfWork, order_id: str, envelope: Envelope) -> None:
     """Add an event that concerns `order_id` to its timeline, in the transaction at hand."""
-    await TimelineRepository(uow.connection).add(
+    await uow.repository(TimelineRepository).add(
         TimelineEntry(
             order_id=order_id,
             event_id=envelope.id,
@@ -100,8 +100,12 @@ async def _announce(uow: UnitOfWork, transition: Transition) -> None:
     await record_event(uow, order.id, envelope)
 
 
-async def _apply(uow: UnitOfWork, order_id: str, step: Callable[[Order], Transition]) -> None:
-    repo = OrderRepository(uow.connection)
+async def _apply(
+    uow: UnitOfWork, envelope: Envelope, order_id: str, step: Callable[[Order], Transition]
+) -> None:
+    # Every answer goes on its order's timeline, in the transaction that applies it.
+    await record_event(uow, order_id, envelope)
+    repo = uow.repository(OrderRepository)
     order = await repo.get(order_id, for_update=True)
     if order is None:
         # Answers follow `order.placed`, which commits with its order: this is not ours.
@@ -114,45 +118,57 @@ async def _apply(uow: UnitOfWork, order_id: str, step: Callable[[Order], Transit
     await _announce(uow, transition)
 
 
-async def payment_debited(uow: UnitOfWork, event: PaymentDebited) -> None:
+async def payment_debited(uow: UnitOfWork, event: PaymentDebited, *, envelope: Envelope) -> None:
     """Wallet took the total."""
-    await _apply(uow, event.order_id, lambda o: record_payment(o, PaymentStep.DEBITED, utcnow()))
+    await _apply(
+        uow, envelope, event.order_id, lambda o: record_payment(o, PaymentStep.DEBITED, utcnow())
+    )
 
 
-async def payment_rejected(uow: UnitOfWork, event: PaymentRejected) -> None:
+async def payment_rejected(uow: UnitOfWork, event: PaymentRejected, *, envelope: Envelope) -> None:
     """Wallet refused: the order fails with its reason (unless it already ended)."""
     await _apply(
         uow,
+        envelope,
         event.order_id,
         lambda o: record_payment(o, PaymentStep.REJECTED, utcnow(), event.reason),
     )
 
 
-async def payment_refunded(uow: UnitOfWork, event: PaymentRefunded) -> None:
+async def payment_refunded(uow: UnitOfWork, event: PaymentRefunded, *, envelope: Envelope) -> None:
     """Wallet gave a failed order's debit back."""
-    await _apply(uow, event.order_id, lambda o: record_payment(o, PaymentStep.REFUNDED, utcnow()))
-
-
-async def stock_reserved(uow: UnitOfWork, event: StockReserved) -> None:
-    """Catalog took the stock."""
-    await _apply(uow, event.order_id, lambda o: record_stock(o, StockStep.RESERVED, utcnow()))
-
-
-async def stock_rejected(uow: UnitOfWork, event: StockRejected) -> None:
-    """Catalog refused: the order fails with its reason (unless it already ended)."""
     await _apply(
-        uow, event.order_id, lambda o: record_stock(o, StockStep.REJECTED, utcnow(), event.reason)
+        uow, envelope, event.order_id, lambda o: record_payment(o, PaymentStep.REFUNDED, utcnow())
     )
 
 
-async def stock_released(uow: UnitOfWork, event: StockReleased) -> None:
+async def stock_reserved(uow: UnitOfWork, event: StockReserved, *, envelope: Envelope) -> None:
+    """Catalog took the stock."""
+    await _apply(
+        uow, envelope, event.order_id, lambda o: record_stock(o, StockStep.RESERVED, utcnow())
+    )
+
+
+async def stock_rejected(uow: UnitOfWork, event: StockRejected, *, envelope: Envelope) -> None:
+    """Catalog refused: the order fails with its reason (unless it already ended)."""
+    await _apply(
+        uow,
+        envelope,
+        event.order_id,
+        lambda o: record_stock(o, StockStep.REJECTED, utcnow(), event.reason),
+    )
+
+
+async def stock_released(uow: UnitOfWork, event: StockReleased, *, envelope: Envelope) -> None:
     """Catalog gave a failed order's stock back."""
-    await _apply(uow, event.order_id, lambda o: record_stock(o, StockStep.RELEASED, utcnow()))
+    await _apply(
+        uow, envelope, event.order_id, lambda o: record_stock(o, StockStep.RELEASED, utcnow())
+    )
 
 
 async def user_deleted(uow: UnitOfWork, event: UserDeleted) -> None:
     """A deleted user's pending orders fail (wallet and catalog then undo their part)."""
-    repo = OrderRepository(uow.connection)
+    repo = uow.repository(OrderRepository)
     for order in await repo.pending_of(event.user_id):
         transition = fail(order, USER_DELETED, utcnow())
         await repo.save_state(transition.order)
@@ -161,7 +177,7 @@ async def user_deleted(uow: UnitOfWork, event: UserDeleted) -> None:
 
 async def product_upserted(uow: UnitOfWork, event: ProductUpserted) -> None:
     """Keep the replica's name, price and active flag, ignoring a state older than ours."""
-    replica = ReplicaRepository(uow.connection)
+    replica = uow.repository(ReplicaRepository)
     existing = await replica.get(event.product_id, for_update=True)
     if replica_applies(existing, event.version):
         await replica.put(
@@ -177,7 +193,7 @@ async def product_upserted(uow: UnitOfWork, event: ProductUpserted) -> None:
 
 async def product_deleted(uow: UnitOfWork, event: ProductDeleted) -> None:
     """Tombstone the product so it can no longer be ordered (old orders keep their lines)."""
-    replica = ReplicaRepository(uow.connection)
+    replica = uow.repository(ReplicaRepository)
     existing = await replica.get(event.product_id, for_update=True)
     if replica_applies(existing, event.version):
         await replica.put(

@@ -54,7 +54,7 @@ async def place_order(uow_factory: UnitOfWorkFactory, placement: Placement) -> O
     key = placement.idempotency_key
     async with uow_factory() as uow:
         keys = IdempotencyKeys(uow.connection, PLACE_SCOPE)
-        repo = OrderRepository(uow.connection)
+        repo = uow.repository(OrderRepository)
         if key is not None:
             digest = fingerprint([[pid, qty] for pid, qty in placement.items])
             stored = await keys.claim(placement.user_id, key, digest)
@@ -63,7 +63,7 @@ async def place_order(uow_factory: UnitOfWorkFactory, placement: Placement) -> O
                 if earlier is None:  # pragma: no cover - orders are never deleted
                     raise NotFound("the order of this Idempotency-Key is gone")
                 return earlier
-        known = await ReplicaRepository(uow.connection).get_many([p for p, _ in placement.items])
+        known = await uow.repository(ReplicaRepository).get_many([p for p, _ in placement.items])
         try:
             lines, total = price_lines(placement.items, known)
         except PlacementRefused as refused:

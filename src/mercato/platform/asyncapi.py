@@ -160,9 +160,9 @@ def asyncapi_document(
     }
 
 
-def consumed_types(modules: Iterable[ServiceModule]) -> dict[str, list[str]]:
+def consumed_types(modules: Iterable[ServiceModule[Any]]) -> dict[str, list[str]]:
     """Each consuming service among `modules` and the event types it handles."""
-    return {module.name: list(module.handlers) for module in modules if module.handlers}
+    return {module.name: module.event_types for module in modules if module.handlers}
 
 
 def add_asyncapi(

@@ -32,7 +32,13 @@ from mercato.platform.events.transport import ConsumerRunner, ConsumerSpec, Subs
 from mercato.platform.metrics_access import metrics_guard, scrape_refresher
 from mercato.platform.migrations import upgrade
 from mercato.platform.secrets import SecretsKeyError, missing_key_message, secret_box
-from mercato.platform.service import BackgroundTask, ServiceContext, ServiceModule, SharedState
+from mercato.platform.service import (
+    BackgroundTask,
+    ServiceContext,
+    ServiceModule,
+    SharedState,
+    bind_handlers,
+)
 from mercato.platform.settings import Settings
 from mercato.platform.web import create_base_app
 
@@ -51,11 +57,11 @@ class Platform:
     def __init__(
         self,
         settings: Settings,
-        modules: Sequence[ServiceModule],
+        modules: Sequence[ServiceModule[Any]],
         *,
         role: Role = "embedded",
         migrate_on_start: bool = True,
-        topology: Sequence[ServiceModule] = (),
+        topology: Sequence[ServiceModule[Any]] = (),
     ) -> None:
         if role != "embedded" and not settings.redis_url:
             # Replicas agree on revocations, client token budgets and cached upstream tokens
@@ -103,7 +109,7 @@ class Platform:
         }
         self._runners: dict[str, ConsumerRunner] = {}
         self.relays: dict[str, OutboxRelay] = {}
-        self.contexts: dict[str, ServiceContext] = {}
+        self.contexts: dict[str, ServiceContext[Any]] = {}
         for module in self.modules:
             database = self.databases[module.name]
             relay = OutboxRelay(
@@ -114,7 +120,7 @@ class Platform:
                 keep_sent=timedelta(seconds=settings.event_log_keep),
             )
             self.relays[module.name] = relay
-            self.contexts[module.name] = ServiceContext(
+            ctx: ServiceContext[Any] = ServiceContext(
                 name=module.name,
                 settings=settings,
                 database=database,
@@ -123,15 +129,19 @@ class Platform:
                 wake_relay=relay.wake,
                 redeliver=self.transport.redeliver,
                 role=role,
+                make_deps=lambda: None,
             )
+            if module.dependencies is not None:
+                # Built once, on first use: router, handlers and hooks share the same ones.
+                ctx.make_deps = partial(module.dependencies, ctx)
+            self.contexts[module.name] = ctx
         self.consumers: dict[str, EventConsumer] = {}
         for module in self.modules:
             if not module.handlers:
                 continue
             ctx = self.contexts[module.name]
-            bound = {kind: partial(handler, ctx) for kind, handler in module.handlers.items()}
             self.consumers[module.name] = EventConsumer(
-                Subscription(module.name, bound),
+                Subscription(module.name, bind_handlers(module.handlers, ctx)),
                 ctx.database,
                 retry_delays=settings.event_retry_delays,
                 on_commit=ctx.wake_relay,
@@ -182,7 +192,7 @@ class Platform:
         return [
             ConsumerSpec.of(
                 module.name,
-                module.handlers,
+                module.event_types,
                 self.settings.event_retry_delays,
                 self.settings.database_url_for(module.name),
             )

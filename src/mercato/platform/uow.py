@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -13,6 +13,8 @@ from mercato.platform.clock import utcnow
 from mercato.platform.db import Database
 from mercato.platform.events.envelope import Envelope, EventPayload, make_envelope
 from mercato.platform.events.tables import outbox
+
+R = TypeVar("R")
 
 
 class UnitOfWork:
@@ -43,6 +45,14 @@ class UnitOfWork:
         if self._conn is None:
             raise RuntimeError("unit of work used outside `async with`")
         return self._conn
+
+    def repository(self, kind: Callable[[AsyncConnection], R]) -> R:
+        """The repository `kind` over this transaction.
+
+        Use cases name the repositories they work with through this (as in cosmicpython), so a
+        fake unit of work can hand them in-memory ones and test them without a database.
+        """
+        return kind(self.connection)
 
     async def __aenter__(self) -> Self:
         self.emitted = []

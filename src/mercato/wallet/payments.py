@@ -30,18 +30,18 @@ log = structlog.get_logger("mercato.wallet")
 
 async def open_wallet(uow: UnitOfWork, created: UserCreated) -> None:
     """Every user gets an empty wallet (a repeat, or a user already deleted, changes nothing)."""
-    await WalletRepository(uow.connection).open(created.user_id, utcnow())
+    await uow.repository(WalletRepository).open(created.user_id, utcnow())
 
 
 async def close_wallet(uow: UnitOfWork, deleted: UserDeleted) -> None:
     """A deleted user's wallet is closed: no more debits or top-ups; its ledger is kept."""
-    await WalletRepository(uow.connection).close(deleted.user_id, utcnow())
+    await uow.repository(WalletRepository).close(deleted.user_id, utcnow())
 
 
 async def debit(uow: UnitOfWork, placed: OrderPlaced) -> None:
     """Take the order's total from the user's wallet, or reject the order."""
     now = utcnow()
-    repo = WalletRepository(uow.connection)
+    repo = uow.repository(WalletRepository)
     if not await repo.claim_payment(placed.order_id, placed.user_id, PaymentState.DEBITED, now):
         return  # already debited, rejected, refunded or cancelled: nothing more to do
     wallet = await repo.get(placed.user_id)
@@ -76,7 +76,7 @@ async def debit(uow: UnitOfWork, placed: OrderPlaced) -> None:
 async def refund(uow: UnitOfWork, failed: OrderFailed) -> None:
     """Give back the debit of a failed order (once), or tombstone the order."""
     now = utcnow()
-    repo = WalletRepository(uow.connection)
+    repo = uow.repository(WalletRepository)
     if await repo.claim_payment(failed.order_id, failed.user_id, PaymentState.CANCELLED, now):
         return  # never debited; the tombstone stops a late `order.placed`
     payment = await repo.payment(failed.order_id, for_update=True)

@@ -68,7 +68,7 @@ async def top_up(uow_factory: UnitOfWorkFactory, request: TopUp) -> Balance:
             stored = await keys.claim(request.caller_id, key, digest)
             if stored is not None:
                 return Balance(stored.body["user_id"], Decimal(stored.body["balance"]))
-        repo = WalletRepository(uow.connection)
+        repo = uow.repository(WalletRepository)
         now = utcnow()
         if request.user_id == request.caller_id:
             await repo.open(request.user_id, now)
