@@ -34,6 +34,7 @@ from mercato.platform.migrations import upgrade
 from mercato.platform.secrets import SecretsKeyError, missing_key_message, secret_box
 from mercato.platform.service import BackgroundTask, ServiceContext, ServiceModule, SharedState
 from mercato.platform.settings import Settings
+from mercato.platform.tracing_http import instrument_app
 from mercato.platform.web import create_base_app
 
 log = structlog.get_logger("mercato.runtime")
@@ -285,6 +286,7 @@ class Platform:
                 app.include_router(module.router(self.contexts[module.name]))
         app.include_router(events_router(self.databases, self.redeliver, self.auth.require_admin))
         add_asyncapi(app, lambda: consumed_types(self.topology), self.settings)
+        instrument_app(app)
         app.state.platform = self
         return app
 
