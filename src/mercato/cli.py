@@ -415,6 +415,7 @@ def dev_cluster(
         console.print(f"  API docs   {cluster.base_url}/docs   (ReDoc {cluster.base_url}/redoc)")
         console.print(f"  readiness  {cluster.base_url}/ready   (every service's replicas)")
         console.print(f"  one service's own docs: {cluster.base_url}/services/catalog/docs")
+        console.print(f"  worker's metrics {cluster.worker_metrics_url}/metrics")
         console.print("  Ctrl-C stops everything")
         while not stopping:
             time.sleep(0.5)
