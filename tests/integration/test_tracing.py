@@ -3,6 +3,8 @@ off writes and exports nothing."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -13,7 +15,7 @@ from mercato.platform import tracing
 from mercato.platform.events.tables import outbox
 from mercato.platform.settings import Settings
 from tests.commerce import create_product, final, place, top_up
-from tests.harness import Stack, admin, eventually, register_user, stack
+from tests.harness import Stack, admin, embedded_settings, eventually, register_user, stack
 
 CONSUMERS = {"wallet", "catalog", "orders"}
 
@@ -112,3 +114,18 @@ async def test_tracing_off_records_and_writes_nothing(backend: Settings) -> None
     assert rows and not any("traceparent" in raw for raw in rows)
     assert exporter.get_finished_spans() == ()
     assert tracing.envelope_context() == {} and tracing.log_ids() == {}
+
+
+async def test_a_callers_traceparent_is_continued(
+    data_dir: Path, spans: InMemorySpanExporter
+) -> None:
+    caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    header = {"traceparent": f"00-{caller_trace}-00f067aa0ba902b7-01"}
+    async with stack(embedded_settings(data_dir)) as s:
+        answer = await s.client.get("/api/v1/products", headers=header)
+        assert answer.status_code == 200
+        await s.client.get("/health", headers=header)
+    served = [span for span in spans.get_finished_spans() if span.kind is SpanKind.SERVER]
+    assert [span.name for span in served] == ["GET /api/v1/products"]  # probes are not traced
+    assert served[0].context is not None
+    assert format(served[0].context.trace_id, "032x") == caller_trace
