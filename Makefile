@@ -68,6 +68,7 @@ bench: install
 	$(BIN)/python bench/catalog.py
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/cluster.py
+	$(BIN)/python bench/console.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

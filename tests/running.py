@@ -4,6 +4,7 @@ the black-box suite's embedded target and `bench/cluster.py`."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -125,3 +126,25 @@ def login_when_replicated(client: httpx.Client, who: str, password: str) -> http
         if answer.status_code != 401:
             return answer
     return answer
+
+
+def start_nginx(
+    nginx: str, prefix: Path, conf: str, reserved: ReservedPort
+) -> subprocess.Popen[bytes]:
+    """nginx on `conf` (written to `prefix/nginx.conf`; its relative paths are under `prefix`),
+    listening on `reserved`'s port through a socket bound here and handed over as the dev
+    cluster does (nginx's `NGINX` variable). Its output goes to `prefix/nginx.log`."""
+    (prefix / "tmp").mkdir(exist_ok=True)
+    (prefix / "nginx.conf").write_text(conf)
+    sock = reserved.socket(listening=True)
+    try:
+        with (prefix / "nginx.log").open("wb") as log:
+            return subprocess.Popen(
+                [nginx, "-p", str(prefix), "-c", "nginx.conf", "-g", "daemon off;"],
+                env={**os.environ, "NGINX": f"{sock.fileno()};"},
+                pass_fds=(sock.fileno(),),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+    finally:
+        sock.close()  # nginx's now; the holder keeps the port until the test ends

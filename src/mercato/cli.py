@@ -137,6 +137,7 @@ def run(
     console.print(f"  issuer     {settings.issuer}")
     if listening != base:
         console.print(f"  listening  {listening}")
+    console.print(f"  console    {base}/console   (sign in as the admin)")
     console.print(f"  API docs   {base}/docs   (ReDoc {base}/redoc)")
     console.print(f"  health     {base}/health   metrics {base}/metrics")
     creds = settings.data_dir / CREDENTIALS_FILE
@@ -412,6 +413,7 @@ def dev_cluster(
         console.print(f"  {replicas} replicas of each service behind nginx, one worker")
         if cluster.kafka is not None:
             console.print(f"  events over Kafka (Tansu) at {cluster.kafka.bootstrap}")
+        console.print(f"  console    {cluster.base_url}/console")
         console.print(f"  API docs   {cluster.base_url}/docs   (ReDoc {cluster.base_url}/redoc)")
         console.print(f"  readiness  {cluster.base_url}/ready   (every service's replicas)")
         console.print(f"  one service's own docs: {cluster.base_url}/services/catalog/docs")

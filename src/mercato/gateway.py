@@ -5,10 +5,11 @@ a gateway in front of separate services. `render_nginx` writes the nginx configu
 of upstream addresses: `deploy/nginx.conf` (containers) and the dev cluster (localhost ports)
 are both rendered from `ROUTES`, so they cannot drift apart.
 
-What no single service can answer, the installation-wide OpenAPI document, its docs and the
-readiness of every service, is answered by the gateway's companion process (`GATEWAY`,
-`mercato serve gateway`, `mercato.gateway_app`); nginx sends it the exact paths in
-`GATEWAY_PATHS`. This module stays free of FastAPI so that rendering a config needs no web stack.
+What no single service can answer, the installation-wide OpenAPI document, its docs, the
+readiness of every service and the web console, is answered by the gateway's companion process
+(`GATEWAY`, `mercato serve gateway`, `mercato.gateway_app`); nginx sends it the exact paths in
+`GATEWAY_PATHS` and everything under `GATEWAY_PREFIXES`. This module stays free of FastAPI so
+that rendering a config needs no web stack.
 """
 
 from __future__ import annotations
@@ -48,9 +49,11 @@ GATEWAY_PATHS = (
     "/docs/oauth2-redirect",
     "/redoc",
     "/ready",
+    "/console",
 )
-# And the prefixes it answers: the docs pages' assets (served from an installed package).
-GATEWAY_PREFIXES = ("/docs/assets/",)
+# And the prefixes it answers: the docs pages' assets (served from an installed package) and the
+# web console's files (mercato.console).
+GATEWAY_PREFIXES = ("/docs/assets/", "/console/")
 # The environment variable naming the companion's upstreams: JSON {"service": ["host:port"]}.
 UPSTREAMS_ENV = "MERCATO_GATEWAY_UPSTREAMS"
 

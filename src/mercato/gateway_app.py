@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mercato import __version__
+from mercato.console import console_router
 from mercato.gateway import ROUTES
 from mercato.platform.asyncapi import add_asyncapi, consumed_types
 from mercato.platform.browser import add_docs, protect
@@ -130,6 +131,9 @@ def create_gateway_app(
     # Swagger UI (with its OAuth2 redirect page) and ReDoc on the whole document, the pages
     # every service serves, with the same Content-Security-Policy.
     add_docs(app, title=TITLE, openapi_url=OPENAPI_URL, docs_url=DOCS_URL)
+
+    # The web console: its pages call the API through nginx, the same origin.
+    app.include_router(console_router())
 
     @app.get("/health")
     async def health() -> dict[str, str]:

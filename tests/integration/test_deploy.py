@@ -33,6 +33,7 @@ from mercato.gateway import (
     services_upstreams_json,
 )
 from mercato.platform.settings import Settings
+from tests.running import start_nginx
 from tests.services import IN_CI
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -139,26 +140,13 @@ def routed_nginx(tmp_path: Path) -> Iterator[str]:
     cluster does, in front of one named server per upstream; yields its base URL."""
     nginx = need("nginx")
     servers = {name: _Named(name) for name in (*ROUTES, GATEWAY)}
-    (tmp_path / "tmp").mkdir()
     (tmp_path / "logs").mkdir()
     reserved = ReservedPort()
-    (tmp_path / "nginx.conf").write_text(
-        render_nginx(
-            {name: [server.address] for name, server in servers.items()},
-            listen=f"127.0.0.1:{reserved.port}",
-        )
+    conf = render_nginx(
+        {name: [server.address] for name, server in servers.items()},
+        listen=f"127.0.0.1:{reserved.port}",
     )
-    sock = reserved.socket(listening=True)
-    log = (tmp_path / "nginx.log").open("wb")
-    process = subprocess.Popen(
-        [nginx, "-p", str(tmp_path), "-c", "nginx.conf", "-g", "daemon off;"],
-        env={**os.environ, "NGINX": f"{sock.fileno()};"},
-        pass_fds=(sock.fileno(),),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    sock.close()
-    log.close()
+    process = start_nginx(nginx, tmp_path, conf, reserved)
     base = f"http://127.0.0.1:{reserved.port}"
     try:
         deadline = time.monotonic() + 30
@@ -185,6 +173,7 @@ def test_nginx_sends_the_companion_its_exact_paths_and_services_theirs(
 
     for path in GATEWAY_PATHS:
         assert reached(path) == GATEWAY, path
+    assert reached("/console/pages/orders.js") == GATEWAY  # the console's files (a prefix)
     # /health stays nginx's own answer; a service's own docs and metrics stay reachable.
     assert httpx.get(f"{routed_nginx}/health", timeout=10).json() == {"status": "ok"}
     answer = httpx.get(f"{routed_nginx}/services/catalog/docs", timeout=10).json()

@@ -286,6 +286,12 @@ class Platform:
                 app.include_router(module.router(self.contexts[module.name]))
         app.include_router(events_router(self.databases, self.redeliver, self.auth.require_admin))
         add_asyncapi(app, lambda: consumed_types(self.topology), self.settings)
+        if self.role == "embedded":
+            # The web console: pages over this same public API (in distributed mode the
+            # gateway's companion serves them, mercato.gateway_app).
+            from mercato.console import console_router
+
+            app.include_router(console_router())
         instrument_app(app)
         app.state.platform = self
         return app
