@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from mercato.platform.settings import Settings
 from tests import services
@@ -132,3 +133,14 @@ def kafka_backend(request: pytest.FixtureRequest, data_dir: Path, kafka_url: str
         request.getfixturevalue("redis_url"),
         broker_topic=f"t{uuid.uuid4().hex[:8]}.events",
     )
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on for one test, every span kept in memory (issue 13's traces across events)."""
+    from mercato.platform import tracing
+
+    exporter = InMemorySpanExporter()
+    tracing.configure_tracing("mercato", exporter)
+    yield exporter
+    tracing.disable_tracing()

@@ -27,6 +27,7 @@ from mercato.platform.config import SettingsError, load
 from mercato.platform.logging import configure_logging
 from mercato.platform.runtime import ConfigurationError
 from mercato.platform.settings import Settings, get_settings
+from mercato.platform.tracing import configure_tracing
 from mercato.secrets_cli import secrets_app
 
 app = typer.Typer(help="Mercato: event-driven commerce backend.", no_args_is_help=True)
@@ -129,6 +130,7 @@ def run(
         host, port = bound_address(fd)
     listening = instances.listen_url(host, port)
     settings = _embedded_settings(data_dir, listening)
+    configure_tracing("mercato", settings.otel_exporter)
     platform = build_platform(settings)
     base = settings.issuer.rstrip("/")
     console.print(f"[bold]Mercato {__version__}[/bold] embedded — data in {settings.data_dir}")
@@ -223,6 +225,7 @@ def serve(
     from mercato.app import create_service_app
 
     _require_issuer(settings)
+    configure_tracing(f"mercato-{service}", settings.otel_exporter)
     _serve(create_service_app(service, settings), host, port, fd)
 
 
@@ -242,6 +245,7 @@ def worker(
     chosen = _services(services or []) or None
     settings = _settings()
     _require_issuer(settings)
+    configure_tracing("mercato-worker", settings.otel_exporter)
     platform = build_platform(settings, chosen, role="worker", migrate_on_start=False)
 
     async def main() -> None:
@@ -413,6 +417,7 @@ def dev_cluster(
         console.print(f"  API docs   {cluster.base_url}/docs   (ReDoc {cluster.base_url}/redoc)")
         console.print(f"  readiness  {cluster.base_url}/ready   (every service's replicas)")
         console.print(f"  one service's own docs: {cluster.base_url}/services/catalog/docs")
+        console.print(f"  worker's metrics {cluster.worker_metrics_url}/metrics")
         console.print("  Ctrl-C stops everything")
         while not stopping:
             time.sleep(0.5)

@@ -217,7 +217,12 @@ class DevCluster:
             upstreams[GATEWAY].append(f"{HOST}:{port}")
             args = self._mercato("serve", GATEWAY)
             self._add(Child(name, args, port, handover="fd", env=companion_env))
-        self._add(Child("worker", self._mercato("worker"), None))
+        # The worker serves its own /metrics (its consumers', relays' and jobs' counters); it
+        # answers once the worker has started, so it is probed like the replicas' /health.
+        # (A port picked now, not handed over: the worker's metrics server binds it itself.)
+        metrics_port = free_port()
+        worker = self._mercato("worker", "--metrics-port", str(metrics_port))
+        self._add(Child("worker", worker, metrics_port, probe="/metrics"))
         self._write_nginx(upstreams)
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         args = [nginx, "-p", str(self.workdir), "-c", "nginx.conf", "-g", "daemon off;"]
@@ -306,6 +311,11 @@ class DevCluster:
         if not urls:
             raise KeyError(f"no replicas of {service!r} in this cluster")
         return urls
+
+    @property
+    def worker_metrics_url(self) -> str:
+        """Where the worker serves its `/metrics` (`mercato worker --metrics-port`)."""
+        return f"http://{HOST}:{self.children['worker'].port}"
 
     def wait_healthy(self, timeout: float = 90.0) -> None:
         """Wait until every HTTP child answers, the worker is alive and the gateway's `/ready`

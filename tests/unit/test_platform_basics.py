@@ -37,7 +37,7 @@ def test_envelope_has_design_fields_and_uuid7_id() -> None:
     env = make_envelope(Shipped(parcel_id="p1", pin="1234"), source="post", subject="p1")
     assert set(env.model_dump()) == {
         "id", "type", "version", "source", "occurred_at", "subject", "correlation_id",
-        "causation_id", "data",
+        "causation_id", "data", "traceparent", "tracestate",
     }  # fmt: skip
     assert uuid.UUID(env.id).version == 7
     assert (env.type, env.version, env.source, env.subject) == ("parcel.shipped", 2, "post", "p1")

@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 
 from mercato.platform.events.envelope import current_correlation_id
+from mercato.platform.tracing import log_ids
 
 # Values that look like credentials are masked wherever they appear in a log event.
 _SECRET_KEYS = re.compile(
@@ -37,6 +38,9 @@ def _add_correlation(
     correlation_id = current_correlation_id.get()
     if correlation_id and "correlation_id" not in event_dict:
         event_dict["correlation_id"] = correlation_id
+    # The trace's ids, so a log line leads to its trace and a span to its log lines.
+    for key, value in log_ids().items():
+        event_dict.setdefault(key, value)
     return event_dict
 
 

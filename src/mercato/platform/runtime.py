@@ -40,6 +40,7 @@ from mercato.platform.service import (
     bind_handlers,
 )
 from mercato.platform.settings import Settings
+from mercato.platform.tracing_http import instrument_app
 from mercato.platform.web import create_base_app
 
 log = structlog.get_logger("mercato.runtime")
@@ -301,6 +302,7 @@ class Platform:
             from mercato.console import console_router
 
             app.include_router(console_router())
+        instrument_app(app)
         app.state.platform = self
         return app
 

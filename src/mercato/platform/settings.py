@@ -6,7 +6,7 @@ import os
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     admin_password: str | None = None
     log_level: str = "INFO"
     log_json: bool | None = None
+    # `otlp` (where: the standard OTEL_EXPORTER_OTLP_ENDPOINT) or `console` records traces
+    # (mercato.platform.tracing); unset, tracing is off.
+    otel_exporter: Literal["otlp", "console"] | None = None
     # Delays between handler attempts; after the last, the event goes to dead letters.
     # NoDecode: read as "1,5,30" by the validator below, not as JSON.
     event_retry_delays: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_DELAYS

@@ -13,6 +13,7 @@ from mercato.platform.clock import utcnow
 from mercato.platform.db import Database
 from mercato.platform.events.envelope import Envelope, EventPayload, make_envelope
 from mercato.platform.events.tables import outbox
+from mercato.platform.tracing import outbox_span
 
 R = TypeVar("R")
 
@@ -99,13 +100,14 @@ class UnitOfWork:
         causation_id: str | None = None,
     ) -> Envelope:
         """Write an event to the outbox inside this transaction (buffered until `flush`)."""
-        envelope = make_envelope(
-            payload,
-            source=self.source,
-            subject=subject,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-        )
+        with outbox_span(payload.event_type, subject):
+            envelope = make_envelope(
+                payload,
+                source=self.source,
+                subject=subject,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+            )
         self._pending.append(envelope)
         self.emitted.append(envelope)
         return envelope

@@ -21,6 +21,7 @@ from mercato.platform.events.tables import dead_letters, inbox
 from mercato.platform.events.transport import Subscription
 from mercato.platform.ids import new_id_str
 from mercato.platform.metrics import Handled, handled
+from mercato.platform.tracing import consumer_span
 from mercato.platform.uow import UnitOfWork
 
 log = structlog.get_logger("mercato.events")
@@ -104,7 +105,8 @@ class EventConsumer:
                     ["consumer", "event_id"],
                 )
                 if fresh and handler is not None:
-                    await handler(envelope, uow)
+                    with consumer_span(self.name, envelope):
+                        await handler(envelope, uow)
                 if in_transaction is not None:
                     await in_transaction(uow.connection)
             return self._counted(envelope, Delivery(Outcome.DONE if fresh else Outcome.DUPLICATE))
@@ -214,7 +216,8 @@ class EventConsumer:
                 corr_token = current_correlation_id.set(envelope.correlation_id)
                 cause_token = current_causation_id.set(envelope.id)
                 try:
-                    await handler(envelope, uow)
+                    with consumer_span(self.name, envelope):
+                        await handler(envelope, uow)
                 except Exception as exc:
                     raise _HandlerFailed(position, exc) from exc
                 finally:

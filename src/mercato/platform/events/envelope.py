@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mercato.platform.clock import utcnow
 from mercato.platform.ids import new_id_str
+from mercato.platform.tracing import envelope_context
 
 # The correlation id of the request or event being handled, inherited by events it causes.
 current_correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -22,6 +23,7 @@ current_causation_id: contextvars.ContextVar[str | None] = contextvars.ContextVa
 )
 
 REDACTED = "***"
+_UNTRACED = {"traceparent", "tracestate"}
 
 
 class EventPayload(BaseModel):
@@ -52,6 +54,10 @@ class Envelope(BaseModel):
     correlation_id: str
     causation_id: str | None = None
     data: dict[str, Any]
+    # W3C trace context of the span that emitted the event (DESIGN §3; CloudEvents' names), so
+    # its publishing and handling join the emitter's trace. Absent when tracing is off.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     def payload(self, model: builtins.type[EventPayloadT]) -> EventPayloadT:
         """The payload parsed as the given contract model."""
@@ -59,7 +65,8 @@ class Envelope(BaseModel):
 
     def to_json(self) -> str:
         """The envelope serialized for storage or the wire."""
-        return self.model_dump_json()
+        # Without tracing the JSON stays what it was before the trace fields existed.
+        return self.model_dump_json(exclude=None if self.traceparent else _UNTRACED)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Envelope:
@@ -98,4 +105,5 @@ def make_envelope(
         correlation_id=correlation_id or current_correlation_id.get() or event_id,
         causation_id=causation_id or current_causation_id.get(),
         data=payload.model_dump(mode="json"),
+        **envelope_context(),
     )

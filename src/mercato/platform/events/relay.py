@@ -17,6 +17,7 @@ from mercato.platform.events.tables import inbox, outbox
 from mercato.platform.events.transport import Transport
 from mercato.platform.idempotency import prune_idempotency_keys
 from mercato.platform.metrics import published
+from mercato.platform.tracing import publish_spans
 
 log = structlog.get_logger("mercato.events")
 
@@ -74,7 +75,8 @@ class OutboxRelay:
             if not rows:
                 return 0
             envelopes = [Envelope.from_json(raw) for _, raw in rows]
-            await self.transport.publish(envelopes)
+            with publish_spans(self.database.service, envelopes):
+                await self.transport.publish(envelopes)
             async with self.database.transaction() as conn:
                 await self._mark_sent(conn, [seq for seq, _ in rows])
             published(self.database.service, (e.type for e in envelopes))
@@ -84,7 +86,8 @@ class OutboxRelay:
             if not rows:
                 return 0
             envelopes = [Envelope.from_json(raw) for _, raw in rows]
-            await self.transport.publish(envelopes)
+            with publish_spans(self.database.service, envelopes):
+                await self.transport.publish(envelopes)
             await self._mark_sent(conn, [seq for seq, _ in rows])
         published(self.database.service, (e.type for e in envelopes))
         return len(rows)
