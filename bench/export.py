@@ -15,7 +15,6 @@ figures; never fails on time.
 from __future__ import annotations
 
 import argparse
-import os
 import sqlite3
 import subprocess
 import sys
@@ -33,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests import services  # noqa: E402
-from tests.e2e.conftest import free_port  # noqa: E402
+from tests.e2e.conftest import start_platform, stop_platform  # noqa: E402
 
 ADMIN_PASSWORD = "Admin-Pass-1234"
 COLUMNS = (
@@ -131,36 +130,17 @@ def export_through_the_job(
     data_dir: Path, env_extra: dict[str, str]
 ) -> tuple[float, int, int, int]:
     """Start `mercato run`, run the export job once; seconds, peak and idle RSS, rows."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MERCATO_")}
-    env.update(
-        {
-            "MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "MERCATO_LOG_LEVEL": "WARNING",
-            "MERCATO_JOB_EXPORT_PRODUCTS_INITIAL_DELAY": "86400",
-            **env_extra,
-        }
-    )
-    log = data_dir.parent / "server.log"
-    with log.open("wb") as sink:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "mercato.cli", "run", "--port", str(port),
-             "--data-dir", str(data_dir)],
-            stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=data_dir.parent,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    env = {
+        "MERCATO_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "MERCATO_LOG_LEVEL": "WARNING",
+        "MERCATO_LOG_JSON": "false",
+        "MERCATO_JOB_EXPORT_PRODUCTS_INITIAL_DELAY": "86400",
+        **env_extra,
+    }
+    running = start_platform(data_dir, extra_env=env)
+    server = running.process
     try:
-        with httpx.Client(base_url=base, timeout=60) as client:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if client.get("/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"mercato run did not start:\n{log.read_text()[-3000:]}")
-                time.sleep(0.2)
+        with httpx.Client(base_url=running.base_url, timeout=60) as client:
             token = None
             while token is None:
                 answer = client.post(
@@ -187,8 +167,7 @@ def export_through_the_job(
                 raise RuntimeError(f"export run {run['status']}: {run.get('error')}")
             return elapsed, rss.peak, idle_rss, int(run["counts"]["rows"])
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_platform(running)
 
 
 def main() -> None:
