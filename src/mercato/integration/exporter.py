@@ -280,16 +280,20 @@ class RecordCounter:
 
     def __init__(self) -> None:
         self.inside = False
+        self._cr = False  # the last chunk ended with `\r`: a `\n` first ends a line break
 
     def count(self, chunk: bytes) -> int:
         """Records ending in `chunk`."""
+        ended = 0
+        if self._cr and chunk[:1] == b"\n" and not self.inside:
+            ended += 1
+        self._cr = chunk[-1:] == b"\r"
         pieces = chunk.split(b"\r\n")
         # The quotes of each piece, counted in C: usually all even (every quoted cell closes on
         # its own line), and each line break but the last piece's ends a record.
         quotes = list(map(bytes.count, pieces, repeat(b'"')))
         if not self.inside and not any(map(_ODD, quotes)):
-            return len(pieces) - 1
-        ended = 0
+            return ended + len(pieces) - 1
         # A piece with an odd number of quotes flips in or out of a quoted cell.
         for n in quotes[:-1]:
             if n & 1:
