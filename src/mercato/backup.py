@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 
 from mercato import __version__
 from mercato.accounts.module import CREDENTIALS_FILE
@@ -182,6 +180,10 @@ def read_manifest(source: Path) -> dict[str, Any]:
 
 
 def _known(history: MigrationHistory, revision: str) -> bool:
+    # Imported here: every `mercato` command imports this module, `mercato run` among them.
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     config = Config()
     config.set_main_option("script_location", str(history.path))
     try:

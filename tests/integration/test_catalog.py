@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from mercato.catalog.contracts import EXPORT_CSV_HEADER
 from mercato.platform.events.envelope import Envelope
 from mercato.platform.events.tables import outbox
 from mercato.platform.ids import new_id_str
@@ -141,6 +144,62 @@ async def test_export_streams_every_product_as_ndjson_in_creation_order(backend:
             assert rows[7]["active"] is False and rows[7]["status"] == "unavailable"
             keys = [(r["created_at"], r["id"]) for r in rows]
             assert keys == sorted(keys)
+
+
+HOSTILE = [
+    ('=HYPERLINK("http://x","y")', "-5 degrees"),
+    ("+1", "@SUM(A1)"),
+    ("\tTab", "\rCR"),
+    ('Plain, "quoted"', "line one\r\nline two\nthree"),
+    ("Dünë — 砂丘", None),
+]
+
+
+async def test_export_as_csv_is_the_jobs_format_with_formulas_neutralised(
+    backend: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mercato.catalog import service as catalog_service
+
+    monkeypatch.setattr(catalog_service, "EXPORT_CSV_BATCH", 2)  # several keyset pages
+    async with stack(backend, SERVICES) as s:
+        boss = await admin(s)
+        ctx = s.platform.contexts["catalog"]
+        made = []
+        for i, (name, description) in enumerate(HOSTILE):
+            values = {"name": name, "description": description, "price": f"{i}.0{i}"}
+            made.append(await catalog_service.create_product(ctx.uow, values | {"stock": i}))
+        url = "/api/v1/products/export"
+        csv_accept = {"Accept": "text/csv", **boss.headers}
+        answer = await s.client.get(url, headers=csv_accept)
+        assert answer.status_code == 200 and answer.headers["x-total-count"] == "5"
+        assert answer.headers["content-type"].startswith("text/csv")
+        rows = list(csv.reader(io.StringIO(answer.text, newline="")))
+        assert rows[0] == list(EXPORT_CSV_HEADER)
+        assert [r[0] for r in rows[1:]] == [p.id for p in made]
+        assert [(r[1], r[2]) for r in rows[1:]] == [
+            ('\'=HYPERLINK("http://x","y")', "'-5 degrees"),
+            ("'+1", "'@SUM(A1)"),
+            ("'\tTab", "'\rCR"),
+            ('Plain, "quoted"', "line one\r\nline two\nthree"),
+            ("Dünë — 砂丘", ""),
+        ]
+        assert [r[3] for r in rows[1:]] == ["0.00", "1.01", "2.02", "3.03", "4.04"]
+        assert [r[4] for r in rows[1:]] == ["Unavailable"] + ["Available"] * 4
+        assert {r[5] for r in rows[1:]} == {""}
+        assert rows[1][6] == made[0].created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        monkeypatch.setattr(catalog_service, "EXPORT_CSV_BATCH", 10)  # one page, the last
+        assert (await s.client.get(url, headers=csv_accept)).content == answer.content
+        raw = await s.client.get(f"{url}?neutralise_formulas=false", headers=csv_accept)
+        raw_rows = list(csv.reader(io.StringIO(raw.text, newline="")))
+        assert [(r[1], r[2] or None) for r in raw_rows[1:]] == HOSTILE
+        # NDJSON stays the default and wins a tie; CSV only when preferred.
+        for accept, media in [
+            ("*/*", "application/x-ndjson"),
+            ("text/csv;q=0.5, */*", "application/x-ndjson"),
+            ("text/csv, application/x-ndjson;q=0.5", "text/csv"),
+        ]:
+            got = await s.client.get(url, headers={"Accept": accept, **boss.headers})
+            assert got.headers["content-type"].startswith(media), accept
 
 
 async def test_partner_products_sync_into_the_catalog_by_source_and_external_id(

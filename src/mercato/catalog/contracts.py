@@ -1,4 +1,5 @@
-"""What other services may know of catalog: product and stock events (DESIGN §1, §4)."""
+"""What other services may know of catalog: product and stock events (DESIGN §1, §4), and the
+CSV representation of the bulk export (DESIGN §2, §5)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,22 @@ from mercato.platform.events import EventPayload
 from mercato.platform.money import Money
 
 StockRejectReason = Literal["out_of_stock", "unknown_product"]
+
+# `GET /api/v1/products/export` with `Accept: text/csv`: a header row with these columns, then
+# one row per product (RFC 4180, `\r\n` line ends), in `created_at, id` order. Text cells
+# that start with one of FORMULA_TRIGGERS get a leading `'` (OWASP CSV injection) unless the
+# request says `?neutralise_formulas=false`.
+EXPORT_CSV = "text/csv"
+EXPORT_CSV_HEADER = (
+    "Product ID",
+    "Product Name",
+    "Description",
+    "Price",
+    "Status",
+    "Customer ID",
+    "Created Date",
+)
+FORMULA_TRIGGERS = frozenset({"=", "+", "-", "@", "\t", "\r"})
 
 
 class ProductUpserted(EventPayload):

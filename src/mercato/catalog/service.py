@@ -15,6 +15,7 @@ from mercato.catalog.domain import (
     apply_changes,
     full_state,
 )
+from mercato.catalog.export_rows import csv_page
 from mercato.catalog.store import ProductFilter, ProductRepository
 from mercato.platform.clock import utcnow
 from mercato.platform.db import Database
@@ -26,6 +27,9 @@ log = structlog.get_logger("mercato.catalog")
 
 # Products per keyset page of the bulk export (and per chunk of its HTTP stream).
 EXPORT_BATCH = 2000
+# Rows per page of the CSV export, one finished line each (~0.75 MB a page): 10,000 saved
+# ~5 % of the time and cost ~5 MB more peak RSS, 2,000 the reverse (bench/export.py).
+EXPORT_CSV_BATCH = 5_000
 
 
 async def emit_upserted(uow: UnitOfWork, product: Product) -> None:
@@ -155,3 +159,19 @@ async def export_pages(database: Database) -> AsyncIterator[list[Product]]:
             return
         last = batch[-1]
         cursor = (last.created_at, last.id)
+
+
+async def export_csv_pages(database: Database, *, neutralise: bool) -> AsyncIterator[str]:
+    """Every product's CSV line, in `created_at, id` order, a page of lines at a time.
+
+    Pages as `export_pages`' (each its own short read), formatted by the database: a million
+    rows cost no Python object each.
+    """
+    cursor = None
+    while True:
+        async with database.read() as conn:
+            text, cursor = await csv_page(conn, cursor, EXPORT_CSV_BATCH, neutralise=neutralise)
+        if text:
+            yield text
+        if cursor is None:
+            return

@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, Select
 
 from mercato.catalog.domain import Product, ReservationState, product_fields
 from mercato.platform.db import Cents, UTCDateTime, insert_ignore, naming_metadata
@@ -135,6 +135,23 @@ def _conditions(flt: ProductFilter) -> list[ColumnElement[bool]]:
     return where
 
 
+def keyset_page(
+    query: Select[Any], cursor: tuple[datetime, str] | None, limit: int | None
+) -> Select[Any]:
+    """`query` limited to the `limit` products (all: None) after `cursor` in `created_at, id`
+    order."""
+    query = query.order_by(products.c.created_at, products.c.id).limit(limit)
+    if cursor is None:
+        return query
+    created_at, product_id = cursor
+    # A row-value comparison: SQLite and PostgreSQL both walk the (created_at, id) index from
+    # the cursor; the equivalent OR form made SQLite rescan from the start.
+    return query.where(
+        tuple_(products.c.created_at, products.c.id)
+        > tuple_(literal(created_at, UTCDateTime()), literal(product_id))
+    )
+
+
 class ProductRepository:
     """Products in one transaction."""
 
@@ -227,16 +244,7 @@ class ProductRepository:
     async def after(self, cursor: tuple[datetime, str] | None, limit: int) -> list[Product]:
         """Every product (inactive too) after `cursor` in `created_at, id` order: keyset pages
         that cost the same wherever they start, for the bulk export."""
-        query = select(*_COLUMNS).order_by(products.c.created_at, products.c.id).limit(limit)
-        if cursor is not None:
-            created_at, product_id = cursor
-            # A row-value comparison: SQLite and PostgreSQL both walk the (created_at, id) index
-            # from the cursor; the equivalent OR form made SQLite rescan from the start.
-            query = query.where(
-                tuple_(products.c.created_at, products.c.id)
-                > tuple_(literal(created_at, UTCDateTime()), literal(product_id))
-            )
-        rows = await self.conn.execute(query)
+        rows = await self.conn.execute(keyset_page(select(*_COLUMNS), cursor, limit))
         return [Product(*row) for row in rows]
 
     async def take_stock(self, product_id: str, quantity: int) -> bool:

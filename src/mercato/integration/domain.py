@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from croniter import croniter
 
+from mercato.catalog.contracts import EXPORT_CSV_HEADER
+
 # ---------------------------------------------------------------------------------------------
 # Schedules
 
@@ -117,15 +119,8 @@ def error_text(exc: BaseException, limit: int = 1000) -> str:
 # ---------------------------------------------------------------------------------------------
 # The CSV export (seed 000)
 
-CSV_HEADER = (
-    "Product ID",
-    "Product Name",
-    "Description",
-    "Price",
-    "Status",
-    "Customer ID",
-    "Created Date",
-)
+# DESIGN §5's columns, which catalog's CSV export writes too (so the job copies its rows).
+CSV_HEADER = EXPORT_CSV_HEADER
 CENT = Decimal("0.01")
 
 

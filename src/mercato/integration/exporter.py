@@ -1,32 +1,41 @@
 """The product CSV export (seed 000, DESIGN §5): authenticate, fetch, write, rotate.
 
-Constant memory: the catalog's NDJSON export is read line by line and each product becomes one
-CSV row at once. Atomic: rows go to a hidden temporary file in the export directory, which is
-flushed, fsynced and then renamed to `products_YYYYMMDD_HHMMSS.csv` in one step, so a reader
-sees either no file or the whole file. Only files recorded in the database are listed, served
-and rotated.
+Constant memory, and as little work per row as possible: the job asks catalog's export for
+`text/csv` (DESIGN §5's columns, formatted by catalog's database straight from the cursor) and
+copies the bytes to the file after checking the header row; only the record ends are counted.
+A catalog answering NDJSON (its other representation) still works: each product becomes one
+CSV row here, as before. Atomic: rows go to a hidden temporary file in the export directory,
+which is flushed, fsynced and then renamed to `products_YYYYMMDD_HHMMSS.csv` in one step, so a
+reader sees either no file or the whole file. Only files recorded in the database are listed,
+served and rotated.
 
 Formula injection (OWASP "CSV injection"): a product named `=HYPERLINK(...)` would be a live
 formula in a spreadsheet. Unless turned off (`MERCATO_EXPORT_NEUTRALISE_FORMULAS=false`, for
 machine readers), every text cell starting with `=`, `+`, `-`, `@`, tab or CR is written with a
 leading `'`, which spreadsheets show as text. The price column is ours (two places, never
-negative) and stays a plain number.
+negative) and stays a plain number. The setting is the job's: it asks catalog's CSV for it
+(`neutralise_formulas`), because catalog still holds each cell on its own and neutralises it in
+the same formatting call, where doing it here would mean parsing every row back (the round
+trip the CSV representation removes); with NDJSON the job applies it itself.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 import httpx
 import structlog
 
+from mercato.catalog.contracts import FORMULA_TRIGGERS
 from mercato.integration.domain import (
     CSV_HEADER,
     BadProduct,
@@ -46,8 +55,10 @@ log = structlog.get_logger("mercato.integration.export")
 
 EXPORT_PATH = "/api/v1/products/export"
 TEMP_SUFFIX = ".part"
-# What makes a spreadsheet read a cell as a formula (OWASP CSV injection).
-FORMULA_TRIGGERS = frozenset({"=", "+", "-", "@", "\t", "\r"})
+CSV = "text/csv"
+NDJSON = "application/x-ndjson"
+# CSV preferred; NDJSON from a catalog without the CSV representation.
+ACCEPT = f"{CSV}, {NDJSON};q=0.5"
 # Columns written as they come: numbers we format ourselves.
 PLAIN_COLUMNS = frozenset({CSV_HEADER.index("Price")})
 
@@ -77,7 +88,7 @@ class CsvExportWriter:
         self.rows = 0
         directory.mkdir(parents=True, exist_ok=True)
         # newline="": the csv module writes its own \r\n line ends (RFC 4180).
-        self._file = self.temp.open("w", encoding="utf-8", newline="")
+        self._file = io.TextIOWrapper(self.temp.open("wb"), encoding="utf-8", newline="")
         self._writer = csv.writer(self._file)
         if header:
             self._writer.writerow(CSV_HEADER)
@@ -86,6 +97,13 @@ class CsvExportWriter:
         """Append one row (neutralised, unless turned off)."""
         self._writer.writerow(neutralised_row(row) if self._neutralise else row)
         self.rows += 1
+
+    def write_csv(self, data: bytes, rows: int) -> None:
+        """Append CSV bytes already in the file's format (`rows` records, neutralised or not
+        as asked of their source)."""
+        self._file.flush()  # the header, through the text layer, goes first
+        self._file.buffer.write(data)
+        self.rows += rows
 
     def publish(self) -> int:
         """Flush, fsync and rename into place; returns the file's size in bytes."""
@@ -207,24 +225,19 @@ class ExportProducts(Job):
         return RunOutcome(counts=counts, output=file_name)
 
     async def _copy(self, tokens: TokenManager, writer: CsvExportWriter, ctx: RunContext) -> int:
-        skipped = 0
-        headers = {"Accept": "application/x-ndjson"}
-        async with tokens.stream("GET", self.path, via=self._catalog, headers=headers) as response:
+        headers = {"Accept": ACCEPT}
+        params = {"neutralise_formulas": "true" if self.neutralise else "false"}
+        async with tokens.stream(
+            "GET", self.path, via=self._catalog, headers=headers, params=params
+        ) as response:
             if response.status_code != 200:
                 raise RuntimeError(f"catalog export answered HTTP {response.status_code}")
             total = _int(response.headers.get("X-Total-Count"))
             ctx.progress(0, total)
-            async for lines in _ndjson_chunks(response):
-                for product in _parsed(lines):
-                    try:
-                        if isinstance(product, BadProduct):
-                            raise product
-                        writer.write(csv_row(product))
-                    except BadProduct as exc:
-                        skipped += 1
-                        log.warning("export line skipped", error=str(exc)[:200])
-                ctx.progress(writer.rows + skipped, total)
-        return skipped
+            if response.headers.get("content-type", "").startswith(CSV):
+                await _copy_csv(response, writer, ctx, total)
+                return 0
+            return await _copy_ndjson(response, writer, ctx, total)
 
     async def _rotate(self) -> int:
         async with self._uow() as uow:
@@ -234,6 +247,84 @@ class ExportProducts(Job):
         for name in doomed:
             (self.directory / name).unlink(missing_ok=True)
         return len(doomed)
+
+
+async def _copy_csv(
+    response: httpx.Response, writer: CsvExportWriter, ctx: RunContext, total: int | None
+) -> None:
+    """Catalog's CSV into the file as it comes, without its header row (ours is written, or
+    not, by the writer); the records are counted, not parsed."""
+    header = (",".join(CSV_HEADER) + "\r\n").encode()
+    records = RecordCounter()
+    start: bytes | None = b""
+    async for chunk in response.aiter_bytes():
+        if start is not None:
+            start += chunk
+            if len(start) < len(header):
+                continue
+            if not start.startswith(header):
+                raise RuntimeError("catalog's CSV export does not start with the export's header")
+            chunk, start = start[len(header) :], None
+        writer.write_csv(chunk, records.count(chunk))
+        ctx.progress(writer.rows, total)
+    if start is not None:
+        raise RuntimeError("catalog's CSV export ended before its header row")
+    if records.inside:
+        raise RuntimeError("catalog's CSV export ended inside a quoted cell")
+
+
+class RecordCounter:
+    """Counts the CSV records of a stream a chunk at a time: a `\r\n` ends one unless it is
+    inside a quoted cell (an odd number of `"` before it; doubled quotes inside a cell keep
+    the parity)."""
+
+    def __init__(self) -> None:
+        self.inside = False
+        self._cr = False  # the last chunk ended with `\r`: a `\n` first ends a line break
+
+    def count(self, chunk: bytes) -> int:
+        """Records ending in `chunk`."""
+        ended = 0
+        if self._cr and chunk[:1] == b"\n" and not self.inside:
+            ended += 1
+        self._cr = chunk[-1:] == b"\r"
+        pieces = chunk.split(b"\r\n")
+        # The quotes of each piece, counted in C: usually all even (every quoted cell closes on
+        # its own line), and each line break but the last piece's ends a record.
+        quotes = list(map(bytes.count, pieces, repeat(b'"')))
+        if not self.inside and not any(map(_ODD, quotes)):
+            return ended + len(pieces) - 1
+        # A piece with an odd number of quotes flips in or out of a quoted cell.
+        for n in quotes[:-1]:
+            if n & 1:
+                self.inside = not self.inside
+            if not self.inside:
+                ended += 1
+        if quotes[-1] & 1:
+            self.inside = not self.inside
+        return ended
+
+
+_ODD = (1).__and__
+
+
+async def _copy_ndjson(
+    response: httpx.Response, writer: CsvExportWriter, ctx: RunContext, total: int | None
+) -> int:
+    """Each product of catalog's NDJSON as a CSV row; the lines that are not products are
+    skipped (and counted)."""
+    skipped = 0
+    async for lines in _ndjson_chunks(response):
+        for product in _parsed(lines):
+            try:
+                if isinstance(product, BadProduct):
+                    raise product
+                writer.write(csv_row(product))
+            except BadProduct as exc:
+                skipped += 1
+                log.warning("export line skipped", error=str(exc)[:200])
+        ctx.progress(writer.rows + skipped, total)
+    return skipped
 
 
 async def _ndjson_chunks(response: httpx.Response) -> AsyncIterator[list[bytes]]:

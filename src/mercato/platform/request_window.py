@@ -33,9 +33,8 @@ import itertools
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis
 from sqlalchemy import (
     Column,
     Connection,
@@ -53,6 +52,9 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mercato.platform.db import dialect_insert, naming_metadata
+
+if TYPE_CHECKING:  # imported only where Redis is configured
+    from redis.asyncio import Redis
 
 Decision = tuple[bool, float]
 """(True, 0.0) when the request was counted, else (False, seconds until one may go)."""

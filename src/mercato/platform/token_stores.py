@@ -17,12 +17,13 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mercato.platform.request_window import MemoryRequestWindow, RedisRequestWindow
 from mercato.platform.secrets import SecretBox, SecretsKeyError
+
+if TYPE_CHECKING:  # imported only where Redis is configured
+    from redis.asyncio import Redis
 
 
 @dataclass(frozen=True)

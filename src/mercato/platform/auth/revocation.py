@@ -22,9 +22,10 @@ from __future__ import annotations
 import math
 import time
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import redis.asyncio as aioredis
+if TYPE_CHECKING:  # imported only where Redis is configured
+    import redis.asyncio as aioredis
 
 # Entries outlive the token by a margin: a verifier accepts a token up to its `leeway` past
 # `exp`, and clocks across hosts drift a little; forgetting the jti at exactly `exp` would
