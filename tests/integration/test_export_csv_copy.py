@@ -17,8 +17,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from mercato.identity.contracts import (
     EXPORTER_CLIENT_ID,
-    EXPORTER_CREDENTIALS_KEY,
     ExporterCredentials,
+    ExporterHandover,
 )
 from mercato.integration.domain import CSV_HEADER
 from mercato.integration.module import MIGRATIONS
@@ -69,7 +69,7 @@ async def export_file(tmp_path: Path, app: FastAPI, **overrides: Any) -> tuple[A
             settings=Settings(data_dir=tmp_path / "data"),
             integ=IntegrationSettings(public_url=base, **overrides),
             database=database,
-            extras={EXPORTER_CREDENTIALS_KEY: ExporterCredentials(EXPORTER_CLIENT_ID, SECRET)},
+            exporter=ExporterHandover(ExporterCredentials(EXPORTER_CLIENT_ID, SECRET)),
         )
         await runtime.start()
         try:
