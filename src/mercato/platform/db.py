@@ -20,6 +20,8 @@ from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
+from mercato.platform.sqlite_driver import one_trip_dbapi
+
 _SAFE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 # BIGINT autoincrement on PostgreSQL; SQLite only auto-increments a plain INTEGER primary key.
@@ -82,8 +84,14 @@ class Database:
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
                 _private_file(Path(parsed.database))
+            # One trip to the connection's thread per statement (see `sqlite_driver`).
             self.engine: AsyncEngine = create_async_engine(
-                url, echo=echo, pool_size=8, max_overflow=8, pool_timeout=60
+                url,
+                echo=echo,
+                pool_size=8,
+                max_overflow=8,
+                pool_timeout=60,
+                module=one_trip_dbapi(),
             )
             _configure_sqlite(self.engine)
         else:
