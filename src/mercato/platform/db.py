@@ -201,6 +201,9 @@ def dialect_insert(conn: AsyncConnection) -> Any:
     raise RuntimeError(f"unsupported dialect {dialect}")  # pragma: no cover - only these two
 
 
+_INSERT_IGNORE: dict[tuple[str, Table, tuple[str, ...]], Any] = {}
+
+
 async def insert_ignore(
     conn: AsyncConnection,
     table: Table,
@@ -211,7 +214,13 @@ async def insert_ignore(
     many = not isinstance(rows, Mapping)
     if many and not rows:
         return 0
-    stmt = dialect_insert(conn)(table).on_conflict_do_nothing(index_elements=index_elements)
+    # Built once per dialect, table and key: a statement object keeps its cache key, so
+    # SQLAlchemy finds the compiled form without walking a fresh construct on every call.
+    key = (conn.dialect.name, table, tuple(index_elements))
+    stmt = _INSERT_IGNORE.get(key)
+    if stmt is None:
+        stmt = dialect_insert(conn)(table).on_conflict_do_nothing(index_elements=index_elements)
+        _INSERT_IGNORE[key] = stmt
     result = await conn.execute(stmt, list(rows) if many else rows)  # type: ignore[arg-type]
     return max(result.rowcount, 0)
 
