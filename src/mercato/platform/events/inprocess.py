@@ -280,9 +280,23 @@ class InProcessTransport:
             self.attach(ParkedQueue(spec.name, database, spec.event_types))
 
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
-        """Commit each event into every subscribed consumer's queue before returning."""
-        for queue in self._queues.values():
-            await queue.enqueue([env for env in envelopes if queue.accepts(env)])
+        """Commit each event into every subscribed consumer's queue before returning.
+
+        The queues live in different databases, so their commits go together rather than one
+        after another (an `order.placed` reaches wallet and catalog in one commit's time). Every
+        commit has settled before this returns or raises: a failed one is sent again by the
+        relay, and the queues that already have the event ignore the repeat.
+        """
+        batches = [
+            (queue, [env for env in envelopes if queue.accepts(env)])
+            for queue in self._queues.values()
+        ]
+        results = await asyncio.gather(
+            *(queue.enqueue(mine) for queue, mine in batches if mine), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def redeliver(self, consumer: str, envelope: Envelope) -> None:
         """Queue one event again for one consumer."""
