@@ -112,6 +112,18 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     # A subclass of the stock cursor; mypy reads the base's attribute as invariant.
     _cursor_cls = OneTripCursor  # type: ignore[assignment]
 
+    def rollback(self) -> None:
+        """Roll back the open transaction; no trip when none is open.
+
+        The pool rolls back every connection it takes back, after each transaction has already
+        ended with its COMMIT or ROLLBACK: that was one more trip per transaction for nothing.
+        SQLite's own flag says whether one is open (readable from any thread).
+        """
+        raw = self._connection._connection
+        if raw is not None and not raw.in_transaction:
+            return
+        super().rollback()
+
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
     """aiosqlite as SQLAlchemy's DBAPI module, connecting with one-trip cursors; passed to
