@@ -39,10 +39,10 @@ _DUE = (
     .limit(bindparam("limit"))
 )
 _REMOVE_MANY = delete(incoming).where(incoming.c.seq.in_(bindparam("seqs", expanding=True)))
-_REMOVE_ONE = delete(incoming).where(incoming.c.seq == bindparam("seq"))
+_REMOVE_ONE = delete(incoming).where(incoming.c.seq == bindparam("row_seq"))
 _RESCHEDULE = (
     update(incoming)
-    .where(incoming.c.seq == bindparam("seq"))
+    .where(incoming.c.seq == bindparam("row_seq"))
     .values(attempts=bindparam("next_attempts"), available_at=bindparam("due"))
 )
 
@@ -153,7 +153,7 @@ class InProcessQueue:
     @staticmethod
     def _remover(seq: int) -> Callable[[AsyncConnection], Awaitable[None]]:
         async def remove(conn: AsyncConnection) -> None:
-            await conn.execute(_REMOVE_ONE, {"seq": seq})
+            await conn.execute(_REMOVE_ONE, {"row_seq": seq})
 
         return remove
 
@@ -165,7 +165,7 @@ class InProcessQueue:
             due = time.time() + result.delay
             async with self.consumer.database.transaction() as conn:
                 await conn.execute(
-                    _RESCHEDULE, {"seq": seq, "next_attempts": attempts + 1, "due": due}
+                    _RESCHEDULE, {"row_seq": seq, "next_attempts": attempts + 1, "due": due}
                 )
             heapq.heappush(self._retries, due)
         elif result.outcome is Outcome.DEAD:
