@@ -121,14 +121,6 @@ class RabbitMQConsumerRunner:
         settled: set[int] = set()
         if len(firsts) > 1:
             results = await self.consumer.handle_batch([e for _, e in firsts])
-            if len(firsts) == len(messages) and all(
-                r is not None and r.outcome in (Outcome.DONE, Outcome.DUPLICATE) for r in results
-            ):
-                # Every delivery of the batch is committed and none needs a retry copy: one
-                # `multiple` ack of the last (they came in tag order on one channel, and the
-                # batches before were settled) settles them all instead of one frame each.
-                await self._settle(messages[-1].ack(multiple=True), "ack")
-                return
             for (message, envelope), result in zip(firsts, results, strict=True):
                 if result is not None:
                     settled.add(id(message))
