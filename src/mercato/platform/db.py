@@ -20,6 +20,8 @@ from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
+from mercato.platform.sqlite_driver import one_trip_dbapi
+
 _SAFE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 # BIGINT autoincrement on PostgreSQL; SQLite only auto-increments a plain INTEGER primary key.
@@ -82,8 +84,14 @@ class Database:
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
                 _private_file(Path(parsed.database))
+            # One trip to the connection's thread per statement (see `sqlite_driver`).
             self.engine: AsyncEngine = create_async_engine(
-                url, echo=echo, pool_size=8, max_overflow=8, pool_timeout=60
+                url,
+                echo=echo,
+                pool_size=8,
+                max_overflow=8,
+                pool_timeout=60,
+                module=one_trip_dbapi(),
             )
             _configure_sqlite(self.engine)
         else:
@@ -209,6 +217,9 @@ def dialect_insert(conn: AsyncConnection) -> Any:
     raise RuntimeError(f"unsupported dialect {dialect}")  # pragma: no cover - only these two
 
 
+_INSERT_IGNORE: dict[tuple[str, Table, tuple[str, ...]], Any] = {}
+
+
 async def insert_ignore(
     conn: AsyncConnection,
     table: Table,
@@ -219,7 +230,13 @@ async def insert_ignore(
     many = not isinstance(rows, Mapping)
     if many and not rows:
         return 0
-    stmt = dialect_insert(conn)(table).on_conflict_do_nothing(index_elements=index_elements)
+    # Built once per dialect, table and key: a statement object keeps its cache key, so
+    # SQLAlchemy finds the compiled form without walking a fresh construct on every call.
+    key = (conn.dialect.name, table, tuple(index_elements))
+    stmt = _INSERT_IGNORE.get(key)
+    if stmt is None:
+        stmt = dialect_insert(conn)(table).on_conflict_do_nothing(index_elements=index_elements)
+        _INSERT_IGNORE[key] = stmt
     result = await conn.execute(stmt, list(rows) if many else rows)  # type: ignore[arg-type]
     return max(result.rowcount, 0)
 

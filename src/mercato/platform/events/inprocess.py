@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
 
 import structlog
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mercato.platform.aio import wait_any
@@ -26,6 +26,25 @@ from mercato.platform.events.transport import ConsumerSpec
 from mercato.platform.migrations import upgrade
 
 log = structlog.get_logger("mercato.events")
+
+# The drain loop's statements, built once: a statement object memoizes its cache key, so each
+# execution finds the compiled SQL without SQLAlchemy walking a new construct; lists of seqs
+# are one expanding parameter rather than an IN-list built per batch.
+_DUE = (
+    select(incoming.c.seq, incoming.c.envelope, incoming.c.attempts)
+    .where(
+        incoming.c.consumer == bindparam("consumer"), incoming.c.available_at <= bindparam("now")
+    )
+    .order_by(incoming.c.seq)
+    .limit(bindparam("limit"))
+)
+_REMOVE_MANY = delete(incoming).where(incoming.c.seq.in_(bindparam("seqs", expanding=True)))
+_REMOVE_ONE = delete(incoming).where(incoming.c.seq == bindparam("row_seq"))
+_RESCHEDULE = (
+    update(incoming)
+    .where(incoming.c.seq == bindparam("row_seq"))
+    .values(attempts=bindparam("next_attempts"), available_at=bindparam("due"))
+)
 
 
 class QueueTarget(Protocol):
@@ -99,10 +118,7 @@ class InProcessQueue:
         async with self.consumer.database.read() as conn:
             rows = (
                 await conn.execute(
-                    select(incoming.c.seq, incoming.c.envelope, incoming.c.attempts)
-                    .where(incoming.c.consumer == self.name, incoming.c.available_at <= time.time())
-                    .order_by(incoming.c.seq)
-                    .limit(self.batch_size)
+                    _DUE, {"consumer": self.name, "now": time.time(), "limit": self.batch_size}
                 )
             ).all()
         if not rows:
@@ -117,7 +133,7 @@ class InProcessQueue:
 
             async def remove_applied(conn: AsyncConnection, indexes: Sequence[int]) -> None:
                 applied = [seqs[i] for i in indexes]
-                await conn.execute(delete(incoming).where(incoming.c.seq.in_(applied)))
+                await conn.execute(_REMOVE_MANY, {"seqs": applied})
 
             results = await self.consumer.handle_batch([e for _, e in first], remove_applied)
             for (seq, envelope), result in zip(first, results, strict=True):
@@ -137,7 +153,7 @@ class InProcessQueue:
     @staticmethod
     def _remover(seq: int) -> Callable[[AsyncConnection], Awaitable[None]]:
         async def remove(conn: AsyncConnection) -> None:
-            await conn.execute(delete(incoming).where(incoming.c.seq == seq))
+            await conn.execute(_REMOVE_ONE, {"row_seq": seq})
 
         return remove
 
@@ -149,9 +165,7 @@ class InProcessQueue:
             due = time.time() + result.delay
             async with self.consumer.database.transaction() as conn:
                 await conn.execute(
-                    update(incoming)
-                    .where(incoming.c.seq == seq)
-                    .values(attempts=attempts + 1, available_at=due)
+                    _RESCHEDULE, {"row_seq": seq, "next_attempts": attempts + 1, "due": due}
                 )
             heapq.heappush(self._retries, due)
         elif result.outcome is Outcome.DEAD:
@@ -266,9 +280,23 @@ class InProcessTransport:
             self.attach(ParkedQueue(spec.name, database, spec.event_types))
 
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
-        """Commit each event into every subscribed consumer's queue before returning."""
-        for queue in self._queues.values():
-            await queue.enqueue([env for env in envelopes if queue.accepts(env)])
+        """Commit each event into every subscribed consumer's queue before returning.
+
+        The queues live in different databases, so their commits go together rather than one
+        after another (an `order.placed` reaches wallet and catalog in one commit's time). Every
+        commit has settled before this returns or raises: a failed one is sent again by the
+        relay, and the queues that already have the event ignore the repeat.
+        """
+        batches = [
+            (queue, [env for env in envelopes if queue.accepts(env)])
+            for queue in self._queues.values()
+        ]
+        results = await asyncio.gather(
+            *(queue.enqueue(mine) for queue, mine in batches if mine), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def redeliver(self, consumer: str, envelope: Envelope) -> None:
         """Queue one event again for one consumer."""

@@ -6,7 +6,7 @@ import asyncio
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mercato.platform.aio import wait_any
@@ -30,6 +30,14 @@ IDEMPOTENCY_KEEP = timedelta(days=1)
 # for a long outage. A dead letter replayed later was never in the inbox (it failed).
 INBOX_KEEP = timedelta(days=7)
 MAX_BACKOFF = 10.0
+
+# Built once: a statement object memoizes its cache key, so each batch finds the compiled SQL
+# without SQLAlchemy walking a new construct; the seqs are one expanding parameter.
+_MARK_SENT = (
+    update(outbox)
+    .where(outbox.c.seq.in_(bindparam("seqs", expanding=True)))
+    .values(sent_at=bindparam("sent_now"))
+)
 
 
 class OutboxRelay:
@@ -56,6 +64,14 @@ class OutboxRelay:
         self.poll = poll
         self._wake = asyncio.Event()
         self._last_prune = utcnow()
+        # The batch query, built once for this relay's batch size (see `_MARK_SENT`).
+        self._unsent = (
+            select(outbox.c.seq, outbox.c.envelope)
+            .where(outbox.c.sent_at.is_(None))
+            .order_by(outbox.c.seq)
+            .limit(batch_size)
+        )
+        self._unsent_locked = self._unsent.with_for_update(skip_locked=True)
 
     def wake(self) -> None:
         """Tell the relay new events were committed."""
@@ -63,15 +79,9 @@ class OutboxRelay:
 
     async def run_once(self) -> int:
         """Publish one batch of unsent events; returns how many were sent."""
-        query = (
-            select(outbox.c.seq, outbox.c.envelope)
-            .where(outbox.c.sent_at.is_(None))
-            .order_by(outbox.c.seq)
-            .limit(self.batch_size)
-        )
         if self.database.is_sqlite:
             async with self.database.read() as conn:
-                rows = (await conn.execute(query)).all()
+                rows = (await conn.execute(self._unsent)).all()
             if not rows:
                 return 0
             envelopes = [Envelope.from_json(raw) for _, raw in rows]
@@ -82,7 +92,7 @@ class OutboxRelay:
             published(self.database.service, (e.type for e in envelopes))
             return len(rows)
         async with self.database.transaction() as conn:
-            rows = (await conn.execute(query.with_for_update(skip_locked=True))).all()
+            rows = (await conn.execute(self._unsent_locked)).all()
             if not rows:
                 return 0
             envelopes = [Envelope.from_json(raw) for _, raw in rows]
@@ -94,7 +104,7 @@ class OutboxRelay:
 
     @staticmethod
     async def _mark_sent(conn: AsyncConnection, seqs: list[int]) -> None:
-        await conn.execute(update(outbox).where(outbox.c.seq.in_(seqs)).values(sent_at=utcnow()))
+        await conn.execute(_MARK_SENT, {"seqs": seqs, "sent_now": utcnow()})
 
     async def prune(self) -> int:
         """Forget the platform's bookkeeping once it can no longer matter: events sent longer
