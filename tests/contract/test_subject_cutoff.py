@@ -1,6 +1,7 @@
 """A person's earlier tokens are refused by every replica of every service the moment accounts
-answers a change of their roles or password, or their deletion (issue 11 item 3): the demoted
-admin of the issue kept creating `mercato.admin` machine clients with their live token.
+answers a change of their roles, password or status (disabled), or their deletion (issue 11
+item 3): the demoted admin of the issue kept creating `mercato.admin` machine clients with their
+live token.
 
 The change is made on accounts' first replica and checked, without waiting, on each replica of
 each service directly (`Target.replicas`); on the embedded target that is the one process.
@@ -102,3 +103,36 @@ def test_a_password_change_and_a_deletion_are_refused_everywhere_at_once(
         deleted = on_accounts.delete("/api/v1/accounts/me", headers=fresh)
         assert deleted.status_code == 204, deleted.text
         assert refused_by(target, fresh, PERSON_PROBES) == everywhere(target, PERSON_PROBES)
+
+
+def test_a_disabled_person_is_refused_everywhere_at_once_and_comes_back_when_enabled(
+    target: Target,
+) -> None:
+    first = target.replicas("accounts")[0]
+    with target.client() as gateway, target.client(first) as on_accounts:
+        boss = admin(gateway)
+        username, profile = register(gateway, "disabled")
+        tokens = login_tokens(gateway, username)
+        earlier = bearer(tokens["access_token"])
+        assert refused_by(target, earlier, PERSON_PROBES) == []
+        path = f"/api/v1/admin/accounts/{profile['id']}/status"
+        is_problem(on_accounts.put(path, headers=boss, json={"status": "gone"}), 422)
+
+        disabled = on_accounts.put(path, headers=boss, json={"status": "disabled"})
+        assert disabled.status_code == 200 and disabled.json()["status"] == "disabled", (
+            disabled.text
+        )
+        # No waiting: the PUT has answered, so every replica must refuse the earlier token.
+        assert refused_by(target, earlier, PERSON_PROBES) == everywhere(target, PERSON_PROBES)
+        # Until identity applies it the login is "not yet" (503); then the password is refused.
+        is_problem(old_password_refused(gateway, username), 401)
+        renewed = gateway.post(
+            "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+        )
+        is_problem(renewed, 401)
+
+        enabled = on_accounts.put(path, headers=boss, json={"status": "active"})
+        assert enabled.status_code == 200 and enabled.json()["status"] == "active", enabled.text
+        fresh = bearer(login_tokens(gateway, username)["access_token"])
+        assert refused_by(target, fresh, PERSON_PROBES) == []
+        assert refused_by(target, earlier, PERSON_PROBES) == everywhere(target, PERSON_PROBES)

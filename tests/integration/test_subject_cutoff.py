@@ -1,6 +1,7 @@
-"""A person's earlier tokens stop working the moment accounts answers a change of their roles or
-password, or their deletion (issue 11 item 3), on the embedded backend (SQLite, in-memory store)
-and the distributed one (PostgreSQL, RabbitMQ, Redis; a second replica shares the store).
+"""A person's earlier tokens stop working the moment accounts answers a change of their roles,
+password or status (disabled), or their deletion (issue 11 item 3), on the embedded backend
+(SQLite, in-memory store) and the distributed one (PostgreSQL, RabbitMQ, Redis; a second
+replica shares the store).
 
 Identity's consumer of `user.*` events is held shut where a test says so: the refusal must then
 come from the cut-off accounts itself wrote before answering, not from identity applying the
@@ -305,3 +306,50 @@ async def test_a_cut_off_refuses_its_own_second_and_is_never_lowered(
     assert await store.refuses("j1", "web", second - 1, "john")
     # A machine's token names no subject: persons' cut-offs do not touch it.
     assert not await store.refuses("j1", "jane", second - 1)
+
+
+async def set_status(s: Stack, boss: dict[str, str], user_id: str, to: str) -> dict[str, Any]:
+    answer = await s.client.put(
+        f"/api/v1/admin/accounts/{user_id}/status", headers=boss, json={"status": to}
+    )
+    assert answer.status_code == 200 and answer.json()["status"] == to, answer.text
+    profile: dict[str, Any] = answer.json()
+    return profile
+
+
+async def test_a_disabled_person_is_refused_at_once_and_an_enabled_one_logs_in_again(
+    backend: Settings, gate: Gate
+) -> None:
+    async with stack(backend) as s:
+        boss = (await admin(s)).headers
+        jane = await register_user(s, "jane")
+        tokens = (await login(s, "jane")).json()
+        path = f"/api/v1/admin/accounts/{jane.id}/status"
+        for wrong in ({"status": "deleted"}, {"status": None}, {}, {"status": "active", "x": 1}):
+            refused = await s.client.put(path, headers=boss, json=wrong)
+            assert refused.status_code == 422, refused.text
+            assert refused.headers["content-type"].startswith("application/problem+json")
+        unknown = "/api/v1/admin/accounts/no-such-id/status"
+        assert await status(s, "PUT", unknown, boss, json={"status": "disabled"}) == 404
+        assert await status(s, "PUT", path, jane.headers, json={"status": "disabled"}) == 403
+
+        gate.shut()
+        disabled = await set_status(s, boss, jane.id, "disabled")
+        assert await identity_version(s, jane.id) == 1  # identity has not applied it
+        assert await status(s, "GET", "/api/v1/auth/me", jane.headers) == 401
+        assert await status(s, "GET", "/api/v1/accounts/me", jane.headers) == 401
+        gate.open()
+        await applied(s, jane.id, 2)
+        assert (await login(s, "jane")).status_code == 401
+        renewed = await s.client.post(
+            "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+        )
+        assert renewed.status_code == 401, renewed.text
+        # Disabling a disabled account changes nothing: same version, no new event.
+        again = await set_status(s, boss, jane.id, "disabled")
+        assert again["updated_at"] == disabled["updated_at"]
+
+        await set_status(s, boss, jane.id, "active")
+        fresh = bearer((await fresh_login(s, jane.id, 3, "jane"))["access_token"])
+        assert await status(s, "GET", "/api/v1/auth/me", fresh) == 200
+        assert await status(s, "GET", "/api/v1/auth/me", jane.headers) == 401

@@ -53,6 +53,14 @@ class RolesIn(BaseModel):
     roles: list[str] = Field(max_length=10)
 
 
+class StatusIn(BaseModel):
+    """The status a user should have: `disabled` people cannot log in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: UserStatus
+
+
 class Profile(BaseModel):
     """A user as answered by the API (never the password hash)."""
 
@@ -179,5 +187,14 @@ def build_router(ctx: ServiceContext[AccountsSettings]) -> APIRouter:
     async def put_roles(_: Admin, user_id: str, body: RolesIn) -> Profile:
         """Set a user's roles (emits `user.updated`)."""
         return Profile.of(await service.set_roles(ctx.uow, user_id, body.roles, cut_off))
+
+    @router.put(
+        "/api/v1/admin/accounts/{user_id}/status",
+        openapi_extra=json_examples(disable={"status": "disabled"}, enable={"status": "active"}),
+    )
+    async def put_status(_: Admin, user_id: str, body: StatusIn) -> Profile:
+        """Disable or re-enable a user (emits `user.updated`); a change refuses every earlier
+        token of the user at once, and a disabled user can no longer log in or refresh."""
+        return Profile.of(await service.set_status(ctx.uow, user_id, body.status, cut_off))
 
     return router

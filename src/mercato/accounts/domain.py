@@ -154,6 +154,7 @@ class ProfileChange:
     username: str | None = None
     password_hash: str | None = None
     roles: list[Role] | None = None
+    status: UserStatus | None = None
 
 
 def apply_change(user: User, change: ProfileChange, now: datetime) -> tuple[User, list[str]]:
@@ -180,6 +181,9 @@ def apply_change(user: User, change: ProfileChange, now: datetime) -> tuple[User
     if change.roles is not None and sorted(change.roles) != sorted(user.roles):
         updated = replace(updated, roles=sorted(change.roles))
         changed.append("roles")
+    if change.status is not None and change.status != user.status:
+        updated = replace(updated, status=change.status)
+        changed.append("status")
     if changed:
         updated = replace(updated, version=user.version + 1, updated_at=now)
     return updated, changed

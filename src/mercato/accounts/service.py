@@ -11,7 +11,7 @@ from datetime import datetime
 
 import structlog
 
-from mercato.accounts.contracts import UserCreated, UserDeleted, UserUpdated
+from mercato.accounts.contracts import UserCreated, UserDeleted, UserStatus, UserUpdated
 from mercato.accounts.domain import (
     DEFAULT_THROTTLE,
     ProfileChange,
@@ -235,6 +235,17 @@ async def set_roles(
     except RuleBroken as exc:
         raise Invalid.of(exc) from None
     return await _change(uow_factory, user_id, ProfileChange(roles=chosen), cut_off)
+
+
+async def set_status(
+    uow_factory: UnitOfWorkFactory,
+    user_id: str,
+    status: UserStatus,
+    cut_off: TokenCutOff | None = None,
+) -> User:
+    """An admin disables or re-enables a user (a no-op when it already has that status); a
+    change ends the user's earlier tokens through `cut_off` before this returns."""
+    return await _change(uow_factory, user_id, ProfileChange(status=status), cut_off)
 
 
 async def _change(
