@@ -34,6 +34,7 @@ TOKEN_FIELDS = {
     "requests_last_hour",
     "budget_per_hour",
     "last_error",
+    "circuit_state",
 }
 # What a bearer token could look like: a JWT, or a long opaque urlsafe string.
 TOKENISH = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*|^[\w-]{32,}$")
@@ -241,6 +242,7 @@ def test_the_token_status_never_shows_a_token(target: Target) -> None:
         for name, upstream in status.items():
             assert set(upstream) == TOKEN_FIELDS, (name, upstream)
             assert isinstance(upstream["requests_last_hour"], int), upstream
+            assert upstream["circuit_state"] in ("closed", "half_open", "open", None), upstream
             assert 0 <= upstream["requests_last_hour"] <= upstream["budget_per_hour"], upstream
             if upstream["has_token"]:
                 assert upstream["expires_at"] and upstream["renew_at"], upstream

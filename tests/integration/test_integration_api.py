@@ -16,7 +16,7 @@ import pytest
 from mercato.app import build_platform
 from mercato.platform.auth import generate_signing_key, issue_access_token, jwks
 from mercato.platform.settings import Settings
-from tests.integration.partner_server import partner, serving
+from tests.integration.partner_server import fault, partner, serving
 from tests.integration.test_integration_export import SECRET, Contract, contract_app
 
 ISSUER = "https://id.mercato.test"
@@ -200,6 +200,7 @@ async def test_order_sync_tokens_and_sync_endpoints(
         "requests_last_hour",
         "budget_per_hour",
         "last_error",
+        "circuit_state",
     }
     forget = await client.delete("/api/v1/integration/token?upstream=partner", headers=ADMIN)
     assert forget.status_code == 204
@@ -213,3 +214,24 @@ async def test_order_sync_tokens_and_sync_endpoints(
     assert sync["runs"][0]["id"] == run["id"]
     assert sync["runs"][0]["created"] == 30 and sync["runs"][0]["unchanged"] == 0
     assert sync["next_run_at"] is not None
+
+
+async def test_the_token_status_shows_each_upstreams_circuit(
+    api: tuple[httpx.AsyncClient, str, Contract],
+) -> None:
+    client, partner_url, _ = api
+
+    async def circuits() -> dict[str, Any]:
+        status = (await client.get("/api/v1/integration/token/status", headers=ADMIN)).json()
+        return {name: st["circuit_state"] for name, st in status.items()}
+
+    assert await circuits() == {"partner": "closed", "identity": "closed"}
+    # The partner fails every call: its breaker opens after a few failed runs, identity's not.
+    await fault(partner_url, fail_next=1000, status=503)
+    for _ in range(10):
+        answer = await client.post("/api/v1/jobs/sync-external-orders/run", headers=ADMIN)
+        run = await wait_run(client, "sync-external-orders", answer.json()["run_id"])
+        assert run["status"] == "failed"
+        if (await circuits())["partner"] == "open":
+            break
+    assert await circuits() == {"partner": "open", "identity": "closed"}

@@ -5,7 +5,7 @@
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import FileResponse
@@ -37,6 +37,7 @@ class TokenStatusOut(_ViewOut):
     requests_last_hour: int
     budget_per_hour: int
     last_error: str | None = None
+    circuit_state: Literal["closed", "half_open", "open"] | None = None
 
 
 class RunOut(_ViewOut):
@@ -138,7 +139,8 @@ def integration_router(service: Callable[[], IntegrationService], auth: Authenti
 
     @router.get("/api/v1/integration/token/status", tags=["integration"])
     async def token_status(s: Svc) -> dict[str, TokenStatusOut]:
-        """Per upstream: whether a token is cached, when it expires and renews, the budget."""
+        """Per upstream: whether a token is cached, when it expires and renews, the budget, and
+        the state of its circuit breaker (`closed`, `half_open`, `open`; null without one)."""
         statuses = await s.token_status()
         return {name: TokenStatusOut.model_validate(st) for name, st in statuses.items()}
 

@@ -14,6 +14,7 @@ import weakref
 from collections import Counter as Tally
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Literal
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -80,6 +81,13 @@ class Handled(enum.StrEnum):
 
 
 CIRCUIT_VALUES: Mapping[str, int] = {"closed": 0, "half-open": 1, "half_open": 1, "open": 2}
+CircuitState = Literal["closed", "half_open", "open"]
+_CIRCUIT_STATES: Mapping[str, CircuitState] = {
+    "closed": "closed",
+    "half-open": "half_open",
+    "half_open": "half_open",
+    "open": "open",
+}
 
 
 def published(service: str, types: Iterable[str]) -> None:
@@ -121,6 +129,14 @@ def budget_remaining(upstream: str, remaining: int) -> None:
     BUDGET_REMAINING.labels(upstream).set(remaining)
 
 
+def circuit_state(breaker: object | None) -> CircuitState | None:
+    """A breaker's `state` as of now, `closed`, `half_open` or `open` (None: no breaker): what
+    the circuit gauge reports at each scrape and the integration token status shows."""
+    if breaker is None:
+        return None
+    return _CIRCUIT_STATES.get(str(getattr(breaker, "state", "closed")), "closed")
+
+
 def watch_circuit(upstream: str, breaker: object) -> None:
     """Report `breaker.state` as `upstream`'s circuit at each scrape (an open breaker turns
     half-open by the clock alone, with no call to say so). Held weakly: a breaker thrown away
@@ -128,8 +144,7 @@ def watch_circuit(upstream: str, breaker: object) -> None:
     ref = weakref.ref(breaker)
 
     def value() -> float:
-        held = ref()
-        return float(CIRCUIT_VALUES.get(str(getattr(held, "state", "closed")), 0))
+        return float(CIRCUIT_VALUES[circuit_state(ref()) or "closed"])
 
     CIRCUIT_STATE.labels(upstream).set_function(value)
 

@@ -80,6 +80,8 @@ class TokenStatus(BaseModel):
     requests_last_hour: int
     budget_per_hour: int
     last_error: str | None = None
+    # The upstream's circuit breaker (the one its token requests go through); None without one.
+    circuit_state: metrics.CircuitState | None = None
 
 
 class TokenManager(httpx.Auth):
@@ -241,6 +243,9 @@ class TokenManager(httpx.Auth):
             requests_last_hour=used,
             budget_per_hour=self.budget_per_hour,
             last_error=await self.store.last_error(self.name),
+            circuit_state=metrics.circuit_state(
+                self._http.breaker if isinstance(self._http, ResilientClient) else None
+            ),
         )
 
     def _fresh(self, token: StoredToken | None, now: float) -> bool:

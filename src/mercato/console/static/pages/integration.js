@@ -42,7 +42,13 @@ async function show(node, message, refresh) {
       Object.entries(statuses),
       {
         empty: "no upstream configured",
-        rowClass: ([, st]) => (st.requests_last_hour >= st.budget_per_hour || st.last_error ? "bad" : st.requests_last_hour >= 0.8 * st.budget_per_hour ? "warn" : null),
+        // An open circuit refuses every call to that upstream: the row stands out like an error.
+        rowClass: ([, st]) =>
+          (st.requests_last_hour >= st.budget_per_hour || st.last_error || st.circuit_state === "open"
+            ? "bad"
+            : st.requests_last_hour >= 0.8 * st.budget_per_hour || st.circuit_state === "half_open"
+              ? "warn"
+              : null),
       },
     ),
   );

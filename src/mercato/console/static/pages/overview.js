@@ -126,10 +126,17 @@ async function showJobs(node) {
   );
 }
 
+/** A circuit breaker's state as a badge: open stands out (red), half-open warns, none is "—". */
+export function circuitBadge(state) {
+  const kinds = { closed: "ok", half_open: "warn", open: "bad" };
+  if (!state) return badge("—", "muted");
+  return h("span", { "data-circuit": state }, badge(state.replace("_", "-"), kinds[state] || "muted"));
+}
+
 /** The circuit column, when any upstream's status has a `circuit_state`, else null. */
 export function circuits(statuses) {
   const shown = Object.values(statuses).some((st) => st.circuit_state !== undefined);
-  return shown ? ["circuit", ([, st]) => statusBadge(st.circuit_state)] : null;
+  return shown ? ["circuit", ([, st]) => circuitBadge(st.circuit_state)] : null;
 }
 
 /** `requests_last_hour` of `budget_per_hour` as a bar: amber from 80 %, red when spent. */
@@ -157,7 +164,8 @@ async function showUpstreams(node) {
       Object.entries(statuses),
       {
         empty: "no upstream configured",
-        rowClass: ([, st]) => (st.requests_last_hour >= st.budget_per_hour || st.last_error ? "bad" : null),
+        rowClass: ([, st]) =>
+          (st.requests_last_hour >= st.budget_per_hour || st.last_error || st.circuit_state === "open" ? "bad" : null),
       },
     ),
   );
