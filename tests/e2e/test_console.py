@@ -272,6 +272,28 @@ def test_a_machine_client_secret_is_shown_once(
     assert secret not in page.content()
     assert secret not in page.evaluate("JSON.stringify(sessionStorage)")
 
+    # A person disabled from the page cannot log in; enabled again, they can.
+    with shop.client() as client:
+        person, _ = register(client, "disabled")
+        login(client, person, PASSWORD)  # identity knows them now
+        page.reload()
+        page.click(f"[data-testid='disable-{person}']")
+        page.locator("p[role=status]", has_text=f"{person}: disabled").wait_for()
+        page.locator(f"[data-testid='enable-{person}']").wait_for()
+
+        def refused() -> int | None:
+            answer = client.post(
+                "/api/v1/auth/login", json={"username_or_email": person, "password": PASSWORD}
+            )
+            assert answer.status_code != 200, "a disabled person got a token"
+            # 503: identity has not applied the change yet, try again.
+            return None if answer.status_code == 503 else answer.status_code
+
+        assert poll(refused, f"{person}'s login refused") in (401, 403)
+        page.click(f"[data-testid='enable-{person}']")
+        page.locator("p[role=status]", has_text=f"{person}: enabled again").wait_for()
+        assert login(client, person, PASSWORD)
+
 
 def test_a_person_without_the_admin_role_is_refused(
     page: Any, shop: RunningPlatform, screens: Path

@@ -1,4 +1,4 @@
-// Identity: accounts (search, roles), machine clients (create, with the secret shown this once
+// Identity: accounts (search, roles, disable/enable), machine clients (create, with the secret shown this once
 // and kept nowhere, delete) and signing keys (published keys, rotate).
 import { request } from "../api.js";
 import { action, badge, count, errorBox, fill, flash, h, panel, statusBadge, table, when } from "../dom.js";
@@ -35,6 +35,13 @@ async function showAccounts(node, message, needle, refresh) {
       flash(message, `${account.username}: roles now ${roles.join(", ")}.`);
       await refresh();
     };
+    // Disabling ends the person's tokens at once and refuses their logins until enabled again.
+    const setStatus = async (account, status) => {
+      if (status === "disabled" && !window.confirm(`Disable ${account.username}? They are signed out everywhere and cannot log in until enabled again.`)) return;
+      await request(`/api/v1/admin/accounts/${encodeURIComponent(account.id)}/status`, { method: "PUT", body: { status } });
+      flash(message, `${account.username}: ${status === "disabled" ? "disabled" : "enabled again"}.`);
+      await refresh();
+    };
     const onError = (error) => flash(message, error.message, "bad");
     fill(
       node,
@@ -50,6 +57,9 @@ async function showAccounts(node, message, needle, refresh) {
           ["", (a) => (a.roles.includes("admin")
             ? action("Remove admin", () => setRoles(a, a.roles.filter((r) => r !== "admin")), { onError })
             : action("Make admin", () => setRoles(a, [...a.roles, "admin"]), { onError }))],
+        ["", (a) => (a.status === "disabled"
+            ? action("Enable", () => setStatus(a, "active"), { onError, testid: `enable-${a.username}` })
+            : action("Disable", () => setStatus(a, "disabled"), { kind: "danger", onError, testid: `disable-${a.username}` }))],
         ],
         matches,
         { empty: "no account matches" },
