@@ -22,6 +22,7 @@ SERVICES = None  # every service
 ADMIN_ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/api/v1/admin/accounts", None),
     ("PUT", "/api/v1/admin/accounts/{user_id}/roles", {"roles": ["user"]}),
+    ("PUT", "/api/v1/admin/accounts/{user_id}/status", {"status": "active"}),
     ("GET", "/api/v1/admin/clients", None),
     ("POST", "/api/v1/admin/clients", {"name": "made by rbac test", "scopes": ["x.read"]}),
     ("DELETE", "/api/v1/admin/clients/{client_id}", None),
