@@ -92,3 +92,11 @@ def test_a_change_bumps_the_version_once_and_names_the_fields() -> None:
 def test_no_op_change_keeps_the_version() -> None:
     same, changed = apply_change(user(), ProfileChange(username="jane"), NOW)
     assert changed == [] and same.version == 1
+
+
+def test_a_status_change_is_named_and_the_same_status_changes_nothing() -> None:
+    later = NOW + timedelta(minutes=1)
+    disabled, changed = apply_change(user(), ProfileChange(status="disabled"), later)
+    assert changed == ["status"] and disabled.status == "disabled" and disabled.version == 2
+    again, changed = apply_change(disabled, ProfileChange(status="disabled"), later)
+    assert changed == [] and again is disabled
