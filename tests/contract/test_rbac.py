@@ -112,7 +112,12 @@ def is_page(answer: httpx.Response) -> list[dict[str, Any]]:
 
 
 def roles_of(a: Actors, user_id: str) -> list[str]:
-    """A user's roles as the admin list shows them (searched from the newest page back)."""
+    """A user's roles as the admin list shows them."""
+    return list(account_of(a, user_id)["roles"])
+
+
+def account_of(a: Actors, user_id: str) -> dict[str, Any]:
+    """A user's profile as the admin list shows it (searched from the newest page back)."""
     boss = a.boss()
     total = a.client.get("/api/v1/admin/accounts", headers=boss, params={"limit": 1})
     skip = max(0, total.json()["total"] - 500)
@@ -122,7 +127,7 @@ def roles_of(a: Actors, user_id: str) -> list[str]:
         ).json()
         for item in page["items"]:
             if item["id"] == user_id:
-                return list(item["roles"])
+                return dict(item)
         assert skip > 0, f"account {user_id} not listed"
         skip = max(0, skip - 500)
 
@@ -170,6 +175,29 @@ def _put_roles(a: Actors, who: str) -> Call:
 
 def _still_plain(a: Actors, user_id: str) -> None:
     assert roles_of(a, user_id) == ["user"]
+
+
+def _put_status(a: Actors, who: str) -> Call:
+    user_id = fresh_user_id(a)
+    if who in REFUSED:
+        # The attack: lock someone else out of their account.
+        a.headers(USER)
+        return Call(
+            "PUT",
+            f"/api/v1/admin/accounts/{user_id}/status",
+            json={"status": "disabled"},
+            after_refusal=lambda: _still_active(a, user_id),
+        )
+    return Call(
+        "PUT",
+        f"/api/v1/admin/accounts/{user_id}/status",
+        json={"status": "disabled"},
+        context={"user_id": user_id},
+    )
+
+
+def _still_active(a: Actors, user_id: str) -> None:
+    assert account_of(a, user_id)["status"] == "active"
 
 
 def _post_client(a: Actors, who: str) -> Call:
@@ -253,6 +281,12 @@ def _roles_set(a: Actors, call: Call, answer: httpx.Response) -> None:
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["id"] == call.context["user_id"] and body["roles"] == ["user"], body
+
+
+def _status_set(a: Actors, call: Call, answer: httpx.Response) -> None:
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["id"] == call.context["user_id"] and body["status"] == "disabled", body
 
 
 def _client_created(a: Actors, call: Call, answer: httpx.Response) -> None:
@@ -339,6 +373,7 @@ def _stats(_: Actors, __: Call, answer: httpx.Response) -> None:
 ROWS = [
     Row("GET-admin-accounts", _get("/api/v1/admin/accounts"), _accounts_listed),
     Row("PUT-admin-accounts-roles", _put_roles, _roles_set),
+    Row("PUT-admin-accounts-status", _put_status, _status_set),
     Row("POST-admin-clients", _post_client, _client_created),
     Row("GET-admin-clients", _get("/api/v1/admin/clients"), _clients_listed),
     Row("DELETE-admin-clients", _delete_client, _client_deleted),
