@@ -9,6 +9,7 @@ and catalog serving DESIGN §2's shapes over HTTP.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -18,18 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from mercato.identity.contracts import (
-    EXPORTER_CLIENT_ID,
-    ExporterCredentials,
-    ExporterHandover,
-)
-from mercato.integration.module import MIGRATIONS
-from mercato.integration.runtime import Integration
-from mercato.integration.settings import IntegrationSettings
-from mercato.platform.db import Database
-from mercato.platform.migrations import upgrade
-from mercato.platform.settings import Settings
-from tests.integration.partner_server import serving
+from tests.integration.test_export_csv_copy import export_file
 
 SECRET = secrets.token_urlsafe(32)
 HOSTILE = [
@@ -74,24 +64,9 @@ def stand_in() -> FastAPI:
 
 
 async def export_rows(tmp_path: Path, **overrides: Any) -> list[list[str]]:
-    database = Database("integration", f"sqlite+aiosqlite:///{tmp_path / 'integration.db'}")
-    await upgrade(database, [MIGRATIONS])
-    async with serving(stand_in()) as base:
-        runtime = Integration(
-            settings=Settings(data_dir=tmp_path / "data"),
-            integ=IntegrationSettings(public_url=base, **overrides),
-            database=database,
-            exporter=ExporterHandover(ExporterCredentials(EXPORTER_CLIENT_ID, SECRET)),
-        )
-        await runtime.start()
-        try:
-            run = await runtime.scheduler.run_now("export-products")
-            assert run.status == "succeeded", run.error
-            with (runtime.export_dir / str(run.output)).open(newline="", encoding="utf-8") as f:
-                return list(csv.reader(f))
-        finally:
-            await runtime.stop()
-            await database.dispose()
+    run, written = await export_file(tmp_path, stand_in(), **overrides)
+    assert run.status == "succeeded", run.error
+    return list(csv.reader(io.StringIO(written.decode("utf-8"), newline="")))
 
 
 async def test_formula_cells_are_neutralised_and_prices_stay_numbers(tmp_path: Path) -> None:
